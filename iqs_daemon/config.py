@@ -1,0 +1,219 @@
+"""Settings: shipped defaults < the user's TOML file < ``--config FILE`` < command-line flags.
+
+Loaded once at the edge (the CLI) into one frozen ``Settings`` and passed down; nothing
+reads a global. ``Settings.sources`` says where each value came from, for
+``iqs-daemon config``.
+
+The file is TOML with one table per concern, for example::
+
+    [verdict]
+    reject_below = 30      # scores below this are Rejected (default: the model's own)
+    accept_from = 60       # scores from this up are Accepted
+
+    [metadata]
+    rejected_rating = -1   # xmp:Rating for Rejected photos: -1 (XMP spec) or 0
+    sidecar_naming = "ext" # "ext": photo.CR2.xmp, "stem": photo.xmp
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+APP_NAME = "iqs-daemon"
+CONFIG_FILE_NAME = "config.toml"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every directory the program uses, from platformdirs with environment overrides."""
+
+    config_dir: Path
+    state_dir: Path
+    runtime_dir: Path
+
+    @classmethod
+    def from_environment(cls) -> Paths:
+        state = os.environ.get("IQS_STATE_DIR") or platformdirs.user_state_dir(APP_NAME)
+        runtime = (
+            os.environ.get("IQS_RUNTIME_DIR")
+            or os.environ.get("XDG_RUNTIME_DIR")
+            and str(Path(os.environ["XDG_RUNTIME_DIR"]) / APP_NAME)
+            or state
+        )
+        return cls(
+            config_dir=Path(os.environ.get("IQS_CONFIG_DIR") or platformdirs.user_config_dir(APP_NAME)),
+            state_dir=Path(state),
+            runtime_dir=Path(runtime),
+        )
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / CONFIG_FILE_NAME
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "state.sqlite3"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # [model]
+    model_path: str = ""  # empty: the model shipped in the package
+    device: str = "auto"  # auto | cpu | cuda
+    batch_size: int = 8
+    jobs: int = 0  # decode workers; 0 = one per CPU core
+    # [verdict] (None: take the model's own defaults from its metadata)
+    reject_below: float | None = None
+    accept_from: float | None = None
+    reason_threshold: float | None = None
+    # [decoding]
+    max_pixels: int = 250_000_000  # decompression-bomb guard
+    # [metadata]
+    rejected_rating: int = -1  # -1 per the XMP spec (darktable, Immich); 0 for digiKam
+    sidecar_naming: str = "ext"  # "ext": photo.CR2.xmp, "stem": photo.xmp
+    sidecar_only: bool = False  # never modify an original, always write sidecars
+    keep_mtime: bool = True  # restore the photo's modification time after writing
+    windows_ratings: bool = True  # also MicrosoftPhoto:Rating and EXIF Rating/RatingPercent
+    color_label: bool = False  # also set digiKam's colour label (red/yellow/green)
+    # [daemon]
+    backlog: bool = True  # score existing photos without a current verdict on start
+    settle_seconds: float = 0.5  # a file must be unchanged this long before scoring
+    polling: bool = False  # poll instead of inotify (network shares)
+    poll_interval_seconds: float = 5.0
+    follow_symlinks: bool = False
+    # Where each value came from: "default", a file path, or "flag".
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def source_of(self, name: str) -> str:
+        return self.sources.get(name, "default")
+
+
+# TOML table for each setting; the file uses [table] key = value.
+SECTIONS: dict[str, str] = {
+    "model_path": "model",
+    "device": "model",
+    "batch_size": "model",
+    "jobs": "model",
+    "reject_below": "verdict",
+    "accept_from": "verdict",
+    "reason_threshold": "verdict",
+    "max_pixels": "decoding",
+    "rejected_rating": "metadata",
+    "sidecar_naming": "metadata",
+    "sidecar_only": "metadata",
+    "keep_mtime": "metadata",
+    "windows_ratings": "metadata",
+    "color_label": "metadata",
+    "backlog": "daemon",
+    "settle_seconds": "daemon",
+    "polling": "daemon",
+    "poll_interval_seconds": "daemon",
+    "follow_symlinks": "daemon",
+}
+
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "device": ("auto", "cpu", "cuda"),
+    "rejected_rating": (-1, 0),
+    "sidecar_naming": ("ext", "stem"),
+}
+
+
+def _setting_fields() -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in fields(Settings) if f.name != "sources"}
+
+
+def _check_value(name: str, value: Any, source: str) -> Any:
+    """Validate one value against the field's type; return it converted."""
+    key = f"{SECTIONS[name]}.{name}"
+    default = getattr(Settings(), name)
+    annotation = str(_setting_fields()[name].type)
+    if value is None and "None" in annotation:
+        return None
+    if isinstance(default, bool) or annotation == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"expected true or false, got {value!r}", key=key, source=source)
+    elif annotation.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"expected a whole number, got {value!r}", key=key, source=source)
+    elif annotation.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"expected a number, got {value!r}", key=key, source=source)
+        value = float(value)
+    elif annotation.startswith("str") and not isinstance(value, str):
+        raise ConfigError(f"expected a string, got {value!r}", key=key, source=source)
+    if name in CHOICES and value not in CHOICES[name]:
+        allowed = ", ".join(repr(c) for c in CHOICES[name])
+        raise ConfigError(f"must be one of {allowed}, got {value!r}", key=key, source=source)
+    if name in ("batch_size",) and value < 1:
+        raise ConfigError("must be at least 1", key=key, source=source)
+    if name in ("jobs", "max_pixels", "settle_seconds", "poll_interval_seconds") and value < 0:
+        raise ConfigError("must not be negative", key=key, source=source)
+    return value
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read one TOML file into {setting name: value}, validating every key."""
+    source = str(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=source) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=source) from exc
+    values: dict[str, Any] = {}
+    known = _setting_fields()
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            raise ConfigError("settings belong in a [table]", key=section, source=source)
+        for key, value in table.items():
+            if key not in known or SECTIONS[key] != section:
+                raise ConfigError("unknown setting", key=f"{section}.{key}", source=source)
+            values[key] = _check_value(key, value, source)
+    return values
+
+
+def load_settings(
+    paths: Paths,
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Layer defaults, the user's file, an explicit ``--config`` file and flags."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    layers: list[tuple[dict[str, Any], str]] = []
+    if paths.config_file.is_file():
+        layers.append((read_config_file(paths.config_file), str(paths.config_file)))
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError("config file not found", source=str(config_file))
+        layers.append((read_config_file(config_file), str(config_file)))
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    layers.append(({k: _check_value(k, v, "flag") for k, v in flags.items()}, "flag"))
+    for layer, source in layers:
+        for key, value in layer.items():
+            values[key] = value
+            sources[key] = source
+    return Settings(**values, sources=sources)
+
+
+def describe(settings: Settings) -> list[tuple[str, Any, str]]:
+    """(dotted key, value, source) for every setting, in file order."""
+    return [
+        (f"{SECTIONS[name]}.{name}", getattr(settings, name), settings.source_of(name))
+        for name in _setting_fields()
+    ]

@@ -1,0 +1,72 @@
+"""The one exception tree of iqs-daemon.
+
+    IqsError                     every error we raise; str(exc) is the user's message
+    ├── ConfigError              a bad config file or flag (names the key and the file)
+    ├── InputError               one photo cannot be used; carries the path
+    │   ├── UnsupportedFormat    not a format we decode
+    │   ├── DecodeError          a supported format that does not decode (truncated, corrupt)
+    │   └── ImageTooLarge        more pixels than the decompression-bomb limit
+    ├── MetadataError            reading or writing XMP failed; carries the path
+    ├── ModelError               the model file is missing, corrupt or unusable
+    └── StateError               the SQLite state cannot be opened or written
+
+Third-party failures (cv2 returning None, pyexiv2's RuntimeError, sqlite3 errors) are
+translated where they happen, with the cause kept (``raise ... from exc``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class IqsError(Exception):
+    """Base class: every error iqs-daemon raises on purpose."""
+
+
+class ConfigError(IqsError):
+    def __init__(self, message: str, *, key: str | None = None, source: str | None = None):
+        self.key = key
+        self.source = source
+        where = f" ({key} in {source})" if key and source else f" ({source})" if source else ""
+        super().__init__(f"{message}{where}")
+
+
+class FileError(IqsError):
+    """An error about one file: ``str()`` is "path: reason"."""
+
+    def __init__(self, path: Path | str, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    # Picklable across process boundaries (the metadata worker, decode pools).
+    def __reduce__(self):  # type: ignore[override]
+        return (self.__class__, (self.path, self.reason))
+
+
+class InputError(FileError):
+    """This photo cannot be scored; the pipeline records the reason and goes on."""
+
+
+class UnsupportedFormat(InputError):
+    pass
+
+
+class DecodeError(InputError):
+    pass
+
+
+class ImageTooLarge(InputError):
+    pass
+
+
+class MetadataError(FileError):
+    pass
+
+
+class ModelError(IqsError):
+    pass
+
+
+class StateError(IqsError):
+    pass
