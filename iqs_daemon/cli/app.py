@@ -70,8 +70,6 @@ def main() -> None:
         sys.exit(ExitCode.ERROR)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    else:
-        sys.exit(code if isinstance(code, int) else ExitCode.OK)
     except typer.Abort:
         typer.echo("Aborted.", err=True)
         sys.exit(130)
@@ -82,3 +80,5 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    else:
+        sys.exit(code if isinstance(code, int) else ExitCode.OK)
