@@ -1,0 +1,385 @@
+"""Reading and writing the verdict in XMP: the only module that touches photo metadata.
+
+What is written (see docs/interop.md for what each photo manager shows):
+
+- digiKam's ``Xmp.digiKam.PickLabel`` (1 Rejected, 2 Pending, 3 Accepted) and
+  ``Xmp.xmp.Rating`` (0..5, Rejected as ``settings.rejected_rating``);
+- with ``windows_ratings``: ``Xmp.MicrosoftPhoto.Rating`` and, in JPEG and TIFF only,
+  ``Exif.Image.Rating`` / ``Exif.Image.RatingPercent``;
+- with ``color_label``: ``Xmp.digiKam.ColorLabel`` and ``Xmp.xmp.Label``;
+- always our own ``Xmp.iqs.*`` record (namespace ``https://iqs-daemon.org/ns/1.0/``),
+  ``Xmp.iqs.Reasons`` as an rdf:Bag of defect names.
+
+JPEG, TIFF, PNG and WebP carry the XMP inside; RAW, DNG and HEIF/AVIF get a sidecar.
+Every write goes to a copy beside the target, is fsynced and renamed over it. exiv2 runs
+in a worker process (``xmp_worker.py``) so a crash costs one photo, not the daemon.
+
+    with MetadataWriter() as writer:
+        result = writer.write_verdict(photo, verdict, fingerprint, settings)
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import MetadataError
+from .records import WriteResult
+from .xmp_tags import (
+    EXIF_EXTENSIONS,
+    IQS,
+    READ_KEYS,
+    FileTags,
+    Plan,
+    StoredMetadata,
+    merge_stored,
+    plan_tags,
+    up_to_date,
+)
+from .xmp_worker import (
+    IQS_NS_URI,
+    IQS_PREFIX,
+    Exiv2CrashError,
+    Exiv2Error,
+    InProcess,
+    WorkerProcess,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from .config import Settings
+    from .records import Verdict
+
+__all__ = [
+    "EMBEDDED_EXTENSIONS",
+    "IQS_NS_URI",
+    "IQS_PREFIX",
+    "SIDECAR_EXTENSIONS",
+    "MetadataWriter",
+    "StoredMetadata",
+    "read_stored",
+    "target_for",
+    "write_verdict",
+]
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".png", ".webp"})
+SIDECAR_EXTENSIONS = frozenset(
+    {".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".pef", ".srw", ".dng"}
+    | {".heic", ".heif", ".hif", ".avif"}
+)
+TEMP_SUFFIX = ".iqs-tmp"
+# A new sidecar: exiv2 cannot open an empty file, so it starts as this packet.
+EMPTY_PACKET = (
+    b'<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/">\n'
+    b' <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"/>\n'
+    b"</x:xmpmeta>\n"
+    b'<?xpacket end="w"?>\n'
+)
+
+
+# --- where the XMP goes -------------------------------------------------------------
+
+
+def sidecar_path(photo: Path, naming: str) -> Path:
+    """``photo.CR2.xmp`` ("ext", digiKam's and darktable's default) or ``photo.xmp``."""
+    return photo.with_name(photo.stem + ".xmp") if naming == "stem" else Path(f"{photo}.xmp")
+
+
+def _writable(path: Path) -> bool:
+    # Mode bits too: running as root, os.access says yes to a file the user made read-only.
+    try:
+        return os.access(path, os.W_OK) and bool(path.stat().st_mode & 0o222)
+    except OSError:
+        return False
+
+
+def target_for(photo: Path, settings: Settings) -> Path:
+    """The file that receives the XMP: the photo itself, or its sidecar.
+
+    A read-only photo falls back to a sidecar; ``write_verdict`` fails if the folder is
+    read-only too.
+    """
+    suffix = photo.suffix.lower()
+    if suffix not in EMBEDDED_EXTENSIONS | SIDECAR_EXTENSIONS:
+        what = f"{suffix} files" if suffix else "files without an extension"
+        raise MetadataError(photo, f"iqs-daemon does not write metadata for {what}")
+    if (
+        suffix in EMBEDDED_EXTENSIONS
+        and not settings.sidecar_only
+        and _writable(photo)
+        and _writable(photo.parent)
+    ):
+        return photo
+    return sidecar_path(photo, settings.sidecar_naming)
+
+
+def _stem_clash(photo: Path) -> Path | None:
+    """Another photo whose ``photo.xmp`` sidecar would be the same file."""
+    for suffix in sorted(EMBEDDED_EXTENSIONS | SIDECAR_EXTENSIONS):
+        for variant in (suffix, suffix.upper()):
+            other = photo.with_suffix(variant)
+            if other.name != photo.name and other.exists():
+                return other
+    return None
+
+
+# --- files --------------------------------------------------------------------------
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems cannot sync a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def _prepare_copy(target: Path, tmp_fd: int, tmp: Path, owner: os.stat_result) -> None:
+    """Fill the temp file: a copy of the target, or an empty packet for a new sidecar."""
+    with os.fdopen(tmp_fd, "wb") as out:
+        if target.exists():
+            with target.open("rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+        else:
+            out.write(EMPTY_PACKET)
+    if target.exists():
+        shutil.copystat(target, tmp)  # permission bits, extended attributes
+    else:
+        # Readable (and group-writable) like the photo, and always writable by its owner.
+        os.chmod(tmp, (stat.S_IMODE(owner.st_mode) & 0o666) | stat.S_IWUSR)
+    if owner.st_uid != os.geteuid() or owner.st_gid != os.getegid():
+        try:
+            os.chown(tmp, owner.st_uid, owner.st_gid)
+        except OSError:
+            pass
+
+
+# --- the writer ---------------------------------------------------------------------
+
+
+class MetadataWriter:
+    """Owns the exiv2 backend; every call goes through it, one at a time.
+
+    ``isolated=True`` (the default) runs exiv2 in a worker process that is restarted
+    after a crash; ``isolated=False`` runs it in this process (tests, benchmarks).
+    """
+
+    def __init__(self, *, isolated: bool = True, timeout_seconds: float = 60.0):
+        self.backend: InProcess | WorkerProcess = (
+            WorkerProcess(timeout_seconds) if isolated else InProcess()
+        )
+        # Files that crashed exiv2, by (path, size, mtime): not retried until they change.
+        self._crashed: set[tuple[str, int, int]] = set()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> MetadataWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    # exiv2 calls, translated to MetadataError for the photo
+    def _call(
+        self, photo: Path, file: Path, request: dict[str, Any], *, subject: Path | None = None
+    ) -> dict[str, Any]:
+        """Run one request on ``file``; a crash marks ``subject`` (default: ``file``)."""
+        identity = _identity(subject or file)
+        if identity in self._crashed:
+            reason = "exiv2 crashed on this file before; not retried until the file changes"
+            raise MetadataError(photo, reason)
+        try:
+            return self.backend.call({**request, "path": os.fsdecode(file)})
+        except Exiv2CrashError as exc:
+            with self._lock:
+                self._crashed.add(identity)
+            raise MetadataError(photo, str(exc)) from exc
+        except Exiv2Error as exc:
+            raise MetadataError(photo, f"exiv2: {exc}") from exc
+
+    def _read_file(self, photo: Path, file: Path, kind: str) -> FileTags:
+        found = self._call(photo, file, {"op": "read", "keys": READ_KEYS, "prefixes": [IQS]})
+        # exiv2 derives EXIF from a sidecar's XMP (xmp:Rating -1 as Rating 65535): ignore it.
+        exif = found["exif"] if kind == "embedded" else {}
+        return FileTags(path=file, kind=kind, xmp=found["xmp"], exif=exif)
+
+    def _candidates(self, photo: Path, settings: Settings) -> Iterator[tuple[Path, str]]:
+        """The files to read, the one we write to first."""
+        target = target_for(photo, settings)
+        sidecars = [sidecar_path(photo, settings.sidecar_naming)]
+        sidecars.append(sidecar_path(photo, "stem" if settings.sidecar_naming == "ext" else "ext"))
+        order = [(photo, "embedded")] + [(s, "sidecar") for s in sidecars]
+        order.sort(key=lambda item: item[0] != target)
+        seen: set[Path] = set()
+        for file, kind in order:
+            if file not in seen and file.is_file():
+                seen.add(file)
+                yield file, kind
+
+    def read_stored(self, photo: Path, settings: Settings) -> StoredMetadata:
+        """Our verdict and every label/rating found in the photo and its sidecars."""
+        if not photo.is_file():
+            raise MetadataError(photo, "no such file")
+        files: list[FileTags] = []
+        problems: list[str] = []
+        for file, kind in self._candidates(photo, settings):
+            try:
+                files.append(self._read_file(photo, file, kind))
+            except MetadataError as exc:
+                if file == photo and not any(f.kind == "sidecar" for f in files):
+                    raise
+                problems.append(f"{file}: {exc.reason}")
+        return merge_stored(photo, files, problems)
+
+    def write_verdict(
+        self,
+        photo: Path,
+        verdict: Verdict,
+        fingerprint: str,
+        settings: Settings,
+        *,
+        force: bool = False,
+        dry_run: bool = False,
+    ) -> WriteResult:
+        """Write the verdict into the photo's XMP (or its sidecar), atomically.
+
+        A label or rating the user set is kept (``kept_user_label``) unless ``force``;
+        ``dry_run`` reads but changes no file.
+        """
+        if not photo.is_file():
+            raise MetadataError(photo, "no such file")
+        target = target_for(photo, settings)
+        embedded = target == photo
+        _check_writable(photo, target)
+        notes: list[str] = []
+        kind = "embedded" if embedded else "sidecar"
+        on_disk = self._read_file(photo, target, kind) if target.exists() else None
+        current = on_disk if embedded else self._sidecar_view(photo, on_disk)
+        if not embedded and settings.sidecar_naming == "stem":
+            clash = _stem_clash(photo)
+            if clash is not None:
+                log.warning("%s and %s share the sidecar %s", photo.name, clash.name, target.name)
+                notes.append(f"sidecar {target.name} is shared with {clash.name}")
+        exif_capable = embedded and photo.suffix.lower() in EXIF_EXTENSIONS
+        plan = plan_tags(
+            verdict, fingerprint, settings, exif_capable=exif_capable, current=current, force=force
+        )
+        if plan.kept_user_label:
+            notes.append("kept user label")
+        if dry_run:
+            return WriteResult(photo, target, False, plan.kept_user_label, (*notes, *plan.notes()))
+        if up_to_date(on_disk, plan):
+            return WriteResult(photo, target, False, plan.kept_user_label, (*notes, "up to date"))
+        self._replace(photo, target, plan, keep_mtime=embedded and settings.keep_mtime)
+        return WriteResult(photo, target, True, plan.kept_user_label, tuple(notes))
+
+    def _sidecar_view(self, photo: Path, sidecar: FileTags | None) -> FileTags | None:
+        """Labels as a sidecar-reading tool sees them: the sidecar over the embedded XMP."""
+        try:
+            embedded = self._read_file(photo, photo, "embedded")
+        except MetadataError as exc:
+            if isinstance(exc.__cause__, Exiv2CrashError):
+                raise
+            log.debug("reading the embedded metadata failed, using the sidecar only: %s", exc)
+            return sidecar
+        if sidecar is None:
+            return embedded
+        xmp, exif = {**embedded.xmp, **sidecar.xmp}, {**embedded.exif, **sidecar.exif}
+        return FileTags(sidecar.path, "sidecar", xmp, exif)
+
+    def _replace(self, photo: Path, target: Path, plan: Plan, *, keep_mtime: bool) -> None:
+        real = Path(os.path.realpath(target)) if target.exists() else target
+        folder = real.parent
+        before = real.stat() if real.exists() else None
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{real.name}.", suffix=TEMP_SUFFIX, dir=folder)
+        except OSError as exc:
+            raise MetadataError(photo, f"cannot write in {folder}: {exc.strerror}") from exc
+        tmp = Path(tmp_name)
+        try:
+            try:
+                _prepare_copy(real, fd, tmp, before or photo.stat())
+            except OSError as exc:
+                raise MetadataError(photo, f"cannot copy {real.name}: {exc.strerror}") from exc
+            request = {"op": "modify", "xmp": plan.xmp, "exif": plan.exif}
+            self._call(photo, tmp, request, subject=real)
+            try:
+                with tmp.open("rb") as fh:
+                    os.fsync(fh.fileno())
+                if before is not None and keep_mtime:
+                    os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
+                os.replace(tmp, real)
+            except OSError as exc:
+                raise MetadataError(photo, f"cannot replace {real.name}: {exc.strerror}") from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(folder)
+
+
+def _check_writable(photo: Path, target: Path) -> None:
+    folder = Path(os.path.realpath(target)).parent
+    if not _writable(folder):
+        what = "the photo is read-only and its folder" if target != photo else "its folder"
+        raise MetadataError(photo, f"cannot write metadata: {what} ({folder}) is read-only")
+    if target != photo and target.exists() and not _writable(target):
+        raise MetadataError(photo, f"cannot write metadata: the sidecar {target.name} is read-only")
+
+
+def _identity(file: Path) -> tuple[str, int, int]:
+    try:
+        st = file.stat()
+    except OSError:
+        return (str(file), -1, -1)
+    return (str(file), st.st_size, st.st_mtime_ns)
+
+
+# --- module-level API with a lazily started default writer --------------------------
+
+_default: MetadataWriter | None = None
+_default_lock = threading.Lock()
+
+
+def default_writer() -> MetadataWriter:
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = MetadataWriter()
+            atexit.register(_default.close)
+        return _default
+
+
+def write_verdict(
+    photo: Path,
+    verdict: Verdict,
+    fingerprint: str,
+    settings: Settings,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+) -> WriteResult:
+    return default_writer().write_verdict(
+        photo, verdict, fingerprint, settings, force=force, dry_run=dry_run
+    )
+
+
+def read_stored(photo: Path, settings: Settings) -> StoredMetadata:
+    return default_writer().read_stored(photo, settings)

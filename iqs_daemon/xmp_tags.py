@@ -1,0 +1,253 @@
+"""The tags iqs-daemon reads and writes, and the decisions about them (no file access).
+
+``plan_tags`` turns a verdict into the tags to set, keeping a label or rating the user
+set; ``merge_stored`` turns the tags found in a photo and its sidecars into one
+``StoredMetadata``. ``metadata.py`` does the reading and writing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .records import PickLabel
+from .xmp_worker import IQS_PREFIX
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .records import Verdict
+
+EXIF_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".tif", ".tiff"})  # EXIF ratings too
+DIAGNOSTICS = ("blur", "noise", "compression", "underexposure", "overexposure")
+WINDOWS_PERCENT = (0, 1, 25, 50, 75, 99)  # stars 0..5 as MicrosoftPhoto/RatingPercent
+COLOR_LABELS = {  # digiKam colour number and the Lightroom/Bridge label name
+    PickLabel.REJECTED: ("1", "Red"),
+    PickLabel.PENDING: ("3", "Yellow"),
+    PickLabel.ACCEPTED: ("4", "Green"),
+}
+
+IQS = f"Xmp.{IQS_PREFIX}."
+PICK, RATING = "Xmp.digiKam.PickLabel", "Xmp.xmp.Rating"
+MS_RATING, COLOR, XMP_LABEL = "Xmp.MicrosoftPhoto.Rating", "Xmp.digiKam.ColorLabel", "Xmp.xmp.Label"
+EXIF_RATING, EXIF_PERCENT = "Exif.Image.Rating", "Exif.Image.RatingPercent"
+READ_KEYS = [PICK, RATING, MS_RATING, COLOR, XMP_LABEL, EXIF_RATING, EXIF_PERCENT]
+
+# --- what is stored -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileTags:
+    """The tags of interest found in one file."""
+
+    path: Path
+    kind: str  # "embedded" or "sidecar"
+    xmp: dict[str, Any]
+    exif: dict[str, Any]
+
+    def get(self, key: str) -> Any:
+        return (self.exif if key.startswith("Exif.") else self.xmp).get(key)
+
+
+@dataclass(frozen=True)
+class StoredMetadata:
+    """What a photo carries: our verdict, if any, and the labels any tool wrote.
+
+    Each value comes from the first file that has it, in ``files`` order (the file we
+    write to first); ``sources`` names that file per field.
+    """
+
+    path: Path
+    score: float | None = None
+    label: PickLabel | None = None
+    reasons: tuple[str, ...] = ()
+    diagnostics: dict[str, float] = field(default_factory=dict)
+    model_name: str | None = None
+    model_version: str | None = None
+    scored_at: str | None = None
+    fingerprint: str | None = None
+    written_pick_label: int | None = None  # Xmp.iqs.PickLabel: what we last wrote
+    written_rating: int | None = None  # Xmp.iqs.Rating
+    pick_label: PickLabel | None = None  # Xmp.digiKam.PickLabel, whoever wrote it
+    rating: int | None = None  # Xmp.xmp.Rating
+    microsoft_rating: int | None = None  # Xmp.MicrosoftPhoto.Rating
+    exif_rating: int | None = None  # Exif.Image.Rating
+    exif_rating_percent: int | None = None  # Exif.Image.RatingPercent
+    color_label: int | None = None  # Xmp.digiKam.ColorLabel
+    xmp_label: str | None = None  # Xmp.xmp.Label
+    sources: dict[str, Path] = field(default_factory=dict)
+    files: tuple[FileTags, ...] = ()
+    problems: tuple[str, ...] = ()  # files that exist but could not be read
+
+    @property
+    def has_verdict(self) -> bool:
+        return self.label is not None or self.score is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (``iqs-daemon show --json``)."""
+        out: dict[str, Any] = {"path": str(self.path)}
+        for name in StoredMetadata.__dataclass_fields__:
+            value = getattr(self, name)
+            if name in ("path", "files", "sources"):
+                continue
+            out[name] = (
+                value.title
+                if isinstance(value, PickLabel)
+                else (list(value) if isinstance(value, tuple) else value)
+            )
+        out["sources"] = {k: str(v) for k, v in self.sources.items()}
+        out["files"] = [
+            {"path": str(f.path), "kind": f.kind, "tags": {**f.xmp, **f.exif}} for f in self.files
+        ]
+        return out
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(float(str(value).strip()))
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def _pick(value: Any) -> PickLabel | None:
+    number = _int(value)
+    return PickLabel(number) if number in PickLabel._value2member_map_ else None
+
+
+def _reasons(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list):
+        return tuple(str(v) for v in value if str(v))
+    return tuple(r.strip() for r in str(value or "").split(",") if r.strip())
+
+
+def _label_by_title(value: Any) -> PickLabel | None:
+    return next((p for p in PickLabel if p.title == str(value)), None)
+
+
+# field name -> (tag, parser)
+_FIELDS: dict[str, tuple[str, Any]] = {
+    "score": (IQS + "Score", _float),
+    "label": (IQS + "Label", _label_by_title),
+    "reasons": (IQS + "Reasons", _reasons),
+    "model_name": (IQS + "ModelName", str),
+    "model_version": (IQS + "ModelVersion", str),
+    "scored_at": (IQS + "ScoredAt", str),
+    "fingerprint": (IQS + "Fingerprint", str),
+    "written_pick_label": (IQS + "PickLabel", _int),
+    "written_rating": (IQS + "Rating", _int),
+    "pick_label": (PICK, _pick),
+    "rating": (RATING, _int),
+    "microsoft_rating": (MS_RATING, _int),
+    "exif_rating": (EXIF_RATING, _int),
+    "exif_rating_percent": (EXIF_PERCENT, _int),
+    "color_label": (COLOR, _int),
+    "xmp_label": (XMP_LABEL, str),
+}
+
+
+def merge_stored(photo: Path, files: list[FileTags], problems: list[str]) -> StoredMetadata:
+    values: dict[str, Any] = {}
+    sources: dict[str, Path] = {}
+    for name, (key, parse) in _FIELDS.items():
+        for tags in files:
+            raw = tags.get(key)
+            if raw is not None and parse(raw) not in (None, ()):
+                values[name], sources[name] = parse(raw), tags.path
+                break
+    diagnostics: dict[str, float] = {}
+    for name in DIAGNOSTICS:
+        for tags in files:
+            number = _float(tags.get(IQS + name.capitalize()))
+            if number is not None:
+                diagnostics[name], sources[name] = number, tags.path
+                break
+    return StoredMetadata(
+        path=photo,
+        **values,
+        diagnostics=diagnostics,
+        sources=sources,
+        files=tuple(files),
+        problems=tuple(problems),
+    )
+
+
+# --- what to write ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    xmp: dict[str, Any]  # None deletes a key
+    exif: dict[str, str]
+    kept_user_label: bool
+
+    def notes(self) -> tuple[str, ...]:
+        items = {**self.xmp, **self.exif}
+        return tuple(f"{k}={v!r}" for k, v in items.items() if v is not None)
+
+
+def _user_labelled(current: FileTags | None) -> bool:
+    """Whether the visible label or rating is the user's, not what we last wrote."""
+    if current is None:
+        return False
+    pick, rating = _int(current.get(PICK)), _int(current.get(RATING))
+    ours_pick, ours_rating = _int(current.get(IQS + "PickLabel")), _int(current.get(IQS + "Rating"))
+    if ours_pick is not None or ours_rating is not None:
+        return (pick or 0) != (ours_pick or 0) or (rating or 0) != (ours_rating or 0)
+    # No record of ours: any real label or rating (0 means unrated) came from someone else,
+    # including a Windows or in-camera rating.
+    others = (current.get(MS_RATING), current.get(EXIF_RATING))
+    return any(_int(v) not in (None, 0) for v in (pick, rating, *others))
+
+
+def plan_tags(
+    verdict: Verdict,
+    fingerprint: str,
+    settings: Settings,
+    *,
+    exif_capable: bool,
+    current: FileTags | None,
+    force: bool,
+) -> Plan:
+    """The tags to set, given what the target holds now."""
+    diagnostics = verdict.diagnostics or {}
+    xmp: dict[str, Any] = {
+        IQS + "Score": f"{verdict.score:.1f}",
+        IQS + "Label": verdict.label.title,
+        IQS + "Reasons": list(verdict.reasons) or None,
+        IQS + "ModelName": verdict.model_name,
+        IQS + "ModelVersion": verdict.model_version,
+        IQS + "ScoredAt": verdict.scored_at,
+        IQS + "Fingerprint": fingerprint,
+    }
+    for name in DIAGNOSTICS:
+        value = diagnostics.get(name)
+        xmp[IQS + name.capitalize()] = None if value is None else f"{min(max(value, 0.0), 1.0):.3f}"
+    kept = not force and _user_labelled(current)
+    exif: dict[str, str] = {}
+    if not kept:
+        rejected = verdict.label == PickLabel.REJECTED
+        stars = 0 if rejected else min(max(int(verdict.stars), 0), 5)
+        rating = str(settings.rejected_rating if rejected else stars)
+        xmp.update({PICK: str(verdict.label.value), RATING: rating})
+        xmp.update({IQS + "PickLabel": str(verdict.label.value), IQS + "Rating": rating})
+        if settings.windows_ratings:
+            xmp[MS_RATING] = str(WINDOWS_PERCENT[stars])
+            if exif_capable:
+                exif = {EXIF_RATING: str(stars), EXIF_PERCENT: str(WINDOWS_PERCENT[stars])}
+        if settings.color_label and verdict.label in COLOR_LABELS:
+            xmp[COLOR], xmp[XMP_LABEL] = COLOR_LABELS[verdict.label]
+    return Plan(xmp=xmp, exif=exif, kept_user_label=kept)
+
+
+def up_to_date(current: FileTags | None, plan: Plan) -> bool:
+    if current is None:
+        return False
+    wanted = {**plan.xmp, **plan.exif}
+    return all(current.get(k) == v for k, v in wanted.items())
