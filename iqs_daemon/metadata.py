@@ -180,7 +180,15 @@ class MetadataWriter:
     after a crash; ``isolated=False`` runs it in this process (tests, benchmarks).
     """
 
-    def __init__(self, *, isolated: bool = True, timeout_seconds: float = 60.0):
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        isolated: bool = True,
+        timeout_seconds: float = 60.0,
+    ):
+        # ``settings`` is accepted for callers' convenience; every method takes its own.
+        self.settings = settings
         self.backend: InProcess | WorkerProcess = (
             WorkerProcess(timeout_seconds) if isolated else InProcess()
         )
