@@ -113,8 +113,11 @@ def serve(requests: Any, responses: Any) -> None:
             response = {"ok": True, **handle(request)}
         except Exception as exc:
             response = {"ok": False, "error": str(exc) or type(exc).__name__}
-        responses.write(json.dumps(response) + "\n")
-        responses.flush()
+        try:
+            responses.write(json.dumps(response) + "\n")
+            responses.flush()
+        except BrokenPipeError:  # the caller is gone (killed): nothing left to do
+            os._exit(0)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from iqs_daemon.metadata import (
 from iqs_daemon.records import PickLabel, Verdict
 from iqs_daemon.xmp_worker import ABORT_HOOK_ENV
 
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # TIFF rating tags
 SAMPLES = Path(__file__).parents[1].parent / "shared" / "samples"
 RAW_SAMPLES = sorted(p.name for p in (SAMPLES / "raw").glob("*") if p.suffix.lower() != ".md")
 needs_exiftool = pytest.mark.skipif(
@@ -208,7 +209,9 @@ def test_embedded_formats_get_every_tag_and_keep_their_pixels(writer, settings, 
 
     result = writer.write_verdict(photo, REJECTED, "fp-1", settings)
 
-    assert result.written and result.target == photo and not result.kept_user_label
+    assert result.written
+    assert result.target == photo
+    assert not result.kept_user_label
     assert not (tmp_path / f"{name}.xmp").exists()
     tags = exiftool(photo)
     assert_rejected_xmp(tags)
@@ -272,7 +275,8 @@ def test_camera_files_get_a_sidecar_and_stay_byte_identical(writer, settings, tm
 
     result = writer.write_verdict(photo, REJECTED, "fp-1", settings)
 
-    assert result.written and result.target == Path(f"{photo}.xmp")
+    assert result.written
+    assert result.target == Path(f"{photo}.xmp")
     assert digest(photo) == before, "the camera file itself must never change"
     tags = exiftool(result.target)
     assert_rejected_xmp(tags)
@@ -318,7 +322,8 @@ def test_rejected_rating_zero_and_no_windows_ratings(writer, tmp_path):
     assert tags["XMP-xmp:Rating"] == 0
     assert tags["XMP-iqs:Rating"] == 0
     assert "XMP-microsoft:RatingPercent" not in tags
-    assert "IFD0:Rating" not in tags and "IFD0:RatingPercent" not in tags
+    assert "IFD0:Rating" not in tags
+    assert "IFD0:RatingPercent" not in tags
 
 
 @needs_exiftool
@@ -482,7 +487,8 @@ def test_user_labels_are_kept_and_our_own_replaced(writer, settings, tmp_path):
         check=True,
     )
     result = writer.write_verdict(photo, REJECTED, "fp-1", settings)
-    assert result.kept_user_label and "kept user label" in result.notes
+    assert result.kept_user_label
+    assert "kept user label" in result.notes
     tags = exiftool(photo)
     assert tags["XMP-digiKam:PickLabel"] == 3
     assert "XMP-xmp:Rating" not in tags
@@ -494,10 +500,12 @@ def test_user_labels_are_kept_and_our_own_replaced(writer, settings, tmp_path):
 
     # Re-scoring replaces what we wrote, and removes reasons that no longer apply.
     rescored = writer.write_verdict(photo, ACCEPTED, "fp-2", settings)
-    assert rescored.written and not rescored.kept_user_label
+    assert rescored.written
+    assert not rescored.kept_user_label
     tags = exiftool(photo)
     assert (tags["XMP-digiKam:PickLabel"], tags["XMP-xmp:Rating"]) == (3, 4)
-    assert "XMP-iqs:Reasons" not in tags and "XMP-iqs:Overexposure" not in tags
+    assert "XMP-iqs:Reasons" not in tags
+    assert "XMP-iqs:Overexposure" not in tags
     assert tags["XMP-iqs:Fingerprint"] == "fp-2"
 
     # The user changes the rating in another program: from now on it is theirs.
@@ -508,7 +516,8 @@ def test_user_labels_are_kept_and_our_own_replaced(writer, settings, tmp_path):
     assert kept.kept_user_label
     tags = exiftool(photo)
     assert (tags["XMP-digiKam:PickLabel"], tags["XMP-xmp:Rating"]) == (3, 5)
-    assert tags["XMP-iqs:Label"] == "Rejected" and tags["XMP-iqs:Fingerprint"] == "fp-3"
+    assert tags["XMP-iqs:Label"] == "Rejected"
+    assert tags["XMP-iqs:Fingerprint"] == "fp-3"
 
 
 def test_unrated_camera_rating_is_not_a_user_label(writer, settings, tmp_path):
@@ -530,7 +539,8 @@ def test_in_camera_rating_in_a_raw_is_kept(writer, settings, tmp_path):
     result = writer.write_verdict(raw, REJECTED, "fp", settings)
     assert result.kept_user_label
     tags = exiftool(result.target)
-    assert "XMP-xmp:Rating" not in tags and tags["XMP-iqs:Label"] == "Rejected"
+    assert "XMP-xmp:Rating" not in tags
+    assert tags["XMP-iqs:Label"] == "Rejected"
 
 
 # --- safety ----------------------------------------------------------------------------
@@ -570,7 +580,8 @@ def test_same_verdict_twice_is_not_rewritten(writer, settings, tmp_path):
     assert writer.write_verdict(photo, REJECTED, "fp", settings).written
     before = snapshot(tmp_path)
     again = writer.write_verdict(photo, REJECTED, "fp", settings)
-    assert not again.written and "up to date" in again.notes
+    assert not again.written
+    assert "up to date" in again.notes
     assert snapshot(tmp_path) == before
 
 
@@ -616,7 +627,8 @@ def test_bad_input_raises_metadata_error(writer, settings, tmp_path):
         writer.write_verdict(truncated, REJECTED, "fp", settings)
     assert info.value.path == truncated
     assert isinstance(info.value.__cause__, Exception)
-    assert digest(truncated) == before and temp_files(tmp_path) == []
+    assert digest(truncated) == before
+    assert temp_files(tmp_path) == []
     broken_sidecar = sample("nikon_d70_stripped.nef", tmp_path)
     Path(f"{broken_sidecar}.xmp").write_text("<x:xmpmeta this is not xml")
     with pytest.raises(MetadataError):
@@ -683,6 +695,8 @@ def test_module_level_functions_use_a_default_writer(settings, tmp_path):
     result = metadata.write_verdict(photo, PENDING, "fp-9", settings)
     assert result.target == metadata.target_for(photo, settings) == photo
     stored = metadata.read_stored(photo, settings)
-    assert stored.label == PickLabel.PENDING and stored.fingerprint == "fp-9"
-    assert stored.score == 45.0 and stored.diagnostics["blur"] == 0.02
+    assert stored.label == PickLabel.PENDING
+    assert stored.fingerprint == "fp-9"
+    assert stored.score == 45.0
+    assert stored.diagnostics["blur"] == 0.02
     assert stored.to_json()["label"] == "Pending"
