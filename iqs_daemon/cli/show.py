@@ -1,0 +1,104 @@
+"""``iqs-daemon show PHOTO...``: our verdict and the labels other tools wrote, per file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from ..config import Paths, load_settings
+from ..errors import IqsError
+from ..metadata import MetadataWriter, StoredMetadata
+from ..records import PickLabel
+from ..xmp_tags import DIAGNOSTICS, READ_KEYS
+from .app import ExitCode, app
+
+_VERDICT_ROWS = (
+    ("Score", "score"),
+    ("Label", "label"),
+    ("Reasons", "reasons"),
+    *((name.capitalize(), name) for name in DIAGNOSTICS),
+    ("Model", "model_name"),
+    ("Model version", "model_version"),
+    ("Scored at", "scored_at"),
+    ("Fingerprint", "fingerprint"),
+)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value) or "-"
+    return value.title if isinstance(value, PickLabel) else str(value)
+
+
+def _file_labels(stored: StoredMetadata) -> dict[Path, str]:
+    """Short names for the From column: "embedded", "sidecar", or "sidecar NAME"."""
+    labels = {}
+    for file in stored.files:
+        if file.kind == "embedded":
+            labels[file.path] = "embedded"
+        elif file.path.name == f"{stored.path.name}.xmp":
+            labels[file.path] = "sidecar"
+        else:
+            labels[file.path] = f"sidecar {file.path.name}"
+    return labels
+
+
+def render(stored: StoredMetadata) -> Group:
+    """Per photo: its path, a table of what we wrote and every label or rating found in
+    each file, then which file is which."""
+    labels = _file_labels(stored)
+    table = Table()
+    table.add_column("Tag", no_wrap=True)
+    table.add_column("Value", overflow="fold")
+    table.add_column("From", overflow="fold")
+    if not stored.has_verdict:
+        table.add_row("iqs-daemon verdict", "none", "")
+    for title, name in _VERDICT_ROWS:
+        value = stored.diagnostics.get(name) if name in DIAGNOSTICS else getattr(stored, name)
+        if value not in (None, ()):
+            table.add_row(title, _text(value), labels[stored.sources[name]])
+    table.add_section()
+    for file in stored.files:
+        for key in READ_KEYS:
+            value = file.get(key)
+            if value is not None:
+                table.add_row(key, _text(value), labels[file.path])
+    if not any(file.get(key) is not None for file in stored.files for key in READ_KEYS):
+        table.add_row("labels and ratings", "none", "")
+    for problem in stored.problems:
+        table.add_row("unreadable", problem, "")
+    files = [Text(f"  {label}: {path}") for path, label in labels.items()]
+    return Group(Text(str(stored.path), style="bold"), table, *files, Text(""))
+
+
+@app.command("show")
+def show(
+    photos: Annotated[list[Path], typer.Argument(metavar="PHOTO...", help="Photos to inspect.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per photo.")
+    ] = False,
+) -> None:
+    """Show the verdict and the labels and ratings stored in photos and their sidecars."""
+    settings = load_settings(Paths.from_environment())
+    console = Console(highlight=False)
+    failed = 0
+    with MetadataWriter() as writer:
+        for photo in photos:
+            try:
+                stored = writer.read_stored(photo, settings)
+            except IqsError as exc:
+                failed += 1
+                typer.echo(f"iqs-daemon: error: {exc}", err=True)
+                continue
+            if as_json:
+                typer.echo(json.dumps(stored.to_json(), ensure_ascii=False))
+            else:
+                console.print(render(stored))
+    if failed:
+        raise typer.Exit(ExitCode.SOME_FAILED)
