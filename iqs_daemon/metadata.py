@@ -346,8 +346,8 @@ class MetadataWriter:
 def _check_writable(photo: Path, target: Path) -> None:
     folder = Path(os.path.realpath(target)).parent
     if not _writable(folder):
-        what = "the photo is read-only and its folder" if target != photo else "its folder"
-        raise MetadataError(photo, f"cannot write metadata: {what} ({folder}) is read-only")
+        # Writes go to a new file that is renamed over the old one: the folder must allow it.
+        raise MetadataError(photo, f"cannot write metadata: the folder {folder} is read-only")
     if target != photo and target.exists() and not _writable(target):
         raise MetadataError(photo, f"cannot write metadata: the sidecar {target.name} is read-only")
 

@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -605,7 +606,7 @@ def test_read_only_folder_is_a_clear_error(writer, settings, tmp_path):
     try:
         before = snapshot(folder)
         for item in (photo, raw):
-            with pytest.raises(MetadataError, match="read-only") as info:
+            with pytest.raises(MetadataError, match=r"folder .* is read-only") as info:
                 writer.write_verdict(item, REJECTED, "fp", settings)
             assert info.value.path == item
         assert snapshot(folder) == before
@@ -678,6 +679,22 @@ def test_a_crashing_exiv2_costs_one_file(settings, tmp_path, monkeypatch):
     assert after["crashme.jpg"] == before["crashme.jpg"]
     assert after["crashme-later.jpg"] == before["crashme-later.jpg"]
     assert temp_files(tmp_path) == []
+
+
+def test_threads_share_one_writer(writer, settings, tmp_path):
+    photos = [make_photo(tmp_path / f"t{i}.jpg", seed=i) for i in range(8)]
+
+    def write(photo: Path):
+        return writer.write_verdict(photo, PENDING, photo.name, settings)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(
+            pool.map(lambda p: writer.write_verdict(p, PENDING, p.name, settings), photos)
+        )
+    assert all(r.written for r in results)
+    for photo in photos:
+        stored = writer.read_stored(photo, settings)
+        assert (stored.label, stored.fingerprint) == (PickLabel.PENDING, photo.name)
 
 
 def test_in_process_mode_writes_the_same(settings, tmp_path):
