@@ -643,6 +643,13 @@ def test_non_ascii_file_names(writer, settings, tmp_path):
     assert writer.read_stored(photo, settings).label == PickLabel.ACCEPTED
 
 
+def test_undecodable_file_names(writer, settings, tmp_path):
+    photo = tmp_path / os.fsdecode(b"caf\xe9-latin1.jpg")  # not valid UTF-8
+    photo.write_bytes(cv2.imencode(".jpg", pixels())[1].tobytes())
+    writer.write_verdict(photo, REJECTED, "fp", settings)
+    assert writer.read_stored(photo, settings).label == PickLabel.REJECTED
+
+
 def test_symlinked_photo_is_written_through_the_link(writer, settings, tmp_path):
     real = make_photo(tmp_path / "real.jpg")
     link = tmp_path / "link.jpg"
@@ -705,6 +712,12 @@ def test_in_process_mode_writes_the_same(settings, tmp_path):
         assert inproc.read_stored(b, settings).files[0].xmp == (
             isolated.read_stored(a, settings).files[0].xmp
         )
+
+
+def test_writer_accepts_settings_positionally(settings, tmp_path):
+    photo = make_photo(tmp_path / "p.png")
+    with MetadataWriter(settings, isolated=False) as writer:
+        assert writer.write_verdict(photo, PENDING, "fp", settings).written
 
 
 def test_module_level_functions_use_a_default_writer(settings, tmp_path):
