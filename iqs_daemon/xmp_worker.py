@@ -164,6 +164,7 @@ class WorkerProcess:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._buffer = b""
+        self._owner_pid = os.getpid()
         self.starts = 0  # how many children were started (tests, logs)
 
     def call(self, request: dict[str, Any], timeout_seconds: float | None = None) -> dict[str, Any]:
@@ -197,6 +198,8 @@ class WorkerProcess:
                 proc.stdout.close()
 
     def _ensure_started(self) -> subprocess.Popen[bytes]:
+        if self._owner_pid != os.getpid():  # we were forked: that worker is the parent's
+            self._proc, self._buffer, self._owner_pid = None, b"", os.getpid()
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         if self._proc is not None:
