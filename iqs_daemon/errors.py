@@ -9,6 +9,7 @@
     ├── MetadataError            reading or writing XMP failed; carries the path
     ├── ModelError               the model file is missing, corrupt or unusable
     └── StateError               the SQLite state cannot be opened or written
+        └── DaemonRunning        another daemon holds this state directory; carries its pid
 
 Third-party failures (cv2 returning None, pyexiv2's RuntimeError, sqlite3 errors) are
 translated where they happen, with the cause kept (``raise ... from exc``).
@@ -70,3 +71,16 @@ class ModelError(IqsError):
 
 class StateError(IqsError):
     pass
+
+
+class DaemonRunning(StateError):
+    """A second daemon for one state directory; ``str()`` names the running one's pid."""
+
+    def __init__(self, pid: int | None, state_dir: Path | str):
+        self.pid = pid
+        self.state_dir = Path(state_dir)
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(f"already running ({who}) for the state directory {self.state_dir}")
+
+    def __reduce__(self):  # type: ignore[override]
+        return (self.__class__, (self.pid, self.state_dir))

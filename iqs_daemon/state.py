@@ -1,0 +1,342 @@
+"""The daemon's memory: one SQLite row per photo, at ``Paths.database``.
+
+A row says what the daemon last did with a photo and which version of the file it saw
+(``size_bytes``, ``mtime_ns``), so an event for a file whose stat matches its row (our own
+XMP write, a ``touch`` of nothing) is recognised and ignored. The row is written *after*
+the XMP write succeeded: a crash can only make the daemon repeat idempotent work.
+
+    with StateDB(paths.database) as db:
+        with db.transaction():
+            db.record_scored(path, stat, fingerprint=..., score=..., label=..., model=...)
+        row = db.get(path)
+
+Paths are stored as bytes (``os.fsencode``) so names that are not valid UTF-8 survive.
+Every connection is per thread (SQLite objects may not cross threads) and in WAL mode,
+so ``iqs-daemon status`` reads while the daemon writes. sqlite3 errors become
+``StateError`` with advice for the user.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StateError
+
+log = logging.getLogger(__name__)
+
+SCORED = "scored"
+FAILED = "failed"
+GONE = "gone"  # the file disappeared; the row is kept so a later move can be matched
+
+# Named migrations, applied in order and recorded in the ``migrations`` table.
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "0001_photos",
+        """
+        CREATE TABLE photos (
+            path BLOB PRIMARY KEY,
+            size_bytes INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            fingerprint TEXT NOT NULL DEFAULT '',
+            score REAL,
+            label TEXT,
+            model TEXT,
+            status TEXT NOT NULL,
+            error TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            scored_count INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL,
+            first_seen REAL NOT NULL,
+            updated REAL NOT NULL
+        );
+        CREATE INDEX photos_stat ON photos (size_bytes, mtime_ns);
+        CREATE INDEX photos_retry ON photos (next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+        CREATE INDEX photos_updated ON photos (updated);
+        """,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """The version of a file the daemon saw: what ``os.stat`` says about its content."""
+
+    size_bytes: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileStat | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return cls(st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class PhotoRecord:
+    path: Path
+    stat: FileStat
+    fingerprint: str
+    score: float | None
+    label: str | None  # "Rejected", "Pending", "Accepted"
+    model: str | None  # "name version" of the model that scored it
+    status: str  # scored | failed | gone
+    error: str | None
+    attempts: int  # failures in a row
+    scored_count: int  # how often the daemon wrote a verdict for this photo
+    next_attempt_at: float | None  # epoch seconds; None: not retried until the file changes
+    first_seen: float
+    updated: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> PhotoRecord:
+        return cls(
+            path=Path(os.fsdecode(row["path"])),
+            stat=FileStat(row["size_bytes"], row["mtime_ns"]),
+            **{k: row[k] for k in ("fingerprint", "score", "label", "model", "status", "error",
+                                    "attempts", "scored_count", "next_attempt_at",
+                                    "first_seen", "updated")},
+        )
+
+
+def _key(path: Path | str) -> bytes:
+    return os.fsencode(path)
+
+
+def translate(exc: sqlite3.Error, database: Path) -> StateError:
+    """A sqlite3 error as a StateError that tells the user what to do."""
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        advice = "another process keeps it busy; is a second iqs-daemon using this state directory?"
+    elif "unable to open" in text or "readonly" in text or "read-only" in text:
+        advice = "check that the folder exists and is writable, or set IQS_STATE_DIR"
+    elif "full" in text or "disk i/o" in text:
+        advice = "the disk may be full or failing; free space and restart"
+    elif "not a database" in text or "malformed" in text:
+        advice = ("the file is damaged; move it aside and restart: the daemon rebuilds it "
+                  "from the photos' XMP")
+    else:
+        advice = "see the log with --debug"
+    return StateError(f"state database {database}: {exc} ({advice})")
+
+
+class StateDB:
+    """The SQLite state. Thread-safe: one lazy connection per thread."""
+
+    def __init__(self, database: Path, *, busy_timeout_seconds: float = 10.0):
+        self.database = database
+        self.busy_timeout_seconds = busy_timeout_seconds
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        try:
+            database.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create the state folder {database.parent}: "
+                             f"{exc.strerror} (set IQS_STATE_DIR to a writable folder)") from exc
+        self._migrate()
+
+    def __enter__(self) -> StateDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # -- connections and transactions -------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves (see transaction()).
+            conn = sqlite3.connect(self.database, timeout=self.busy_timeout_seconds,
+                                   isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
+        except sqlite3.Error as exc:
+            raise translate(exc, self.database) from exc
+        self._local.conn, self._local.depth = conn, 0
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run the block in one transaction; nested blocks join the outermost one."""
+        conn = self._connection()
+        outermost = self._local.depth == 0
+        try:
+            if outermost:
+                conn.execute("BEGIN IMMEDIATE")
+            self._local.depth += 1
+            try:
+                yield conn
+            finally:
+                self._local.depth -= 1
+            if outermost:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if outermost and conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise translate(exc, self.database) from exc
+        except BaseException:
+            if outermost and conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        try:
+            return self._connection().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.database) from exc
+
+    def _migrate(self) -> None:
+        with self.transaction() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied REAL)")
+            done = {row[0] for row in conn.execute("SELECT name FROM migrations")}
+            pending = [(name, sql) for name, sql in MIGRATIONS if name not in done]
+        if pending and done:
+            self._backup(f"before-{pending[0][0]}")
+        for name, sql in pending:
+            with self.transaction() as conn:
+                for statement in filter(str.strip, sql.split(";")):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO migrations VALUES (?, ?)", (name, time.time()))
+            log.debug("state: applied migration %s", name)
+
+    def _backup(self, tag: str) -> None:
+        target = self.database.with_name(f"{self.database.name}.{tag}.bak")
+        log.info("state: backing up %s to %s before migrating", self.database, target)
+        with sqlite3.connect(target) as copy:
+            self._connection().backup(copy)
+        copy.close()
+
+    # -- reading ------------------------------------------------------------------------
+    def get(self, path: Path) -> PhotoRecord | None:
+        rows = self._query("SELECT * FROM photos WHERE path = ?", (_key(path),))
+        return PhotoRecord.from_row(rows[0]) if rows else None
+
+    def find_by_stat(self, stat: FileStat) -> list[PhotoRecord]:
+        """Rows for files of this size and mtime: where a moved photo may have come from."""
+        rows = self._query("SELECT * FROM photos WHERE size_bytes = ? AND mtime_ns = ?",
+                           (stat.size_bytes, stat.mtime_ns))
+        return [PhotoRecord.from_row(r) for r in rows]
+
+    def due_retries(self, now: float, limit: int = 100) -> list[Path]:
+        rows = self._query(
+            "SELECT path FROM photos WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= ? "
+            "ORDER BY next_attempt_at LIMIT ?", (now, limit))
+        return [Path(os.fsdecode(r["path"])) for r in rows]
+
+    def iter_paths(self, *, batch: int = 500) -> Iterator[tuple[Path, str]]:
+        """(path, status) of every row, in pages, without holding a read transaction."""
+        last = b""
+        while True:
+            rows = self._query("SELECT path, status FROM photos WHERE path > ? ORDER BY path LIMIT ?",
+                               (last, batch))
+            if not rows:
+                return
+            for row in rows:
+                yield Path(os.fsdecode(row["path"])), row["status"]
+            last = rows[-1]["path"]
+
+    def totals(self) -> dict[str, int]:
+        """Photos per label ("Rejected", ...), plus "failed"; files that are gone are left out."""
+        rows = self._query(
+            "SELECT CASE WHEN status = 'scored' THEN COALESCE(label, 'unknown') ELSE status END AS k,"
+            " COUNT(*) AS n FROM photos WHERE status != 'gone' GROUP BY k")
+        return {r["k"]: r["n"] for r in rows}
+
+    def recent_errors(self, limit: int = 5) -> list[PhotoRecord]:
+        rows = self._query("SELECT * FROM photos WHERE status = 'failed' ORDER BY updated DESC LIMIT ?",
+                           (limit,))
+        return [PhotoRecord.from_row(r) for r in rows]
+
+    def scored_since(self, since: float) -> int:
+        rows = self._query("SELECT COUNT(*) FROM photos WHERE status = 'scored' AND updated >= ?",
+                           (since,))
+        return int(rows[0][0])
+
+    # -- writing ------------------------------------------------------------------------
+    def record_scored(
+        self, path: Path, stat: FileStat, *, fingerprint: str, score: float | None,
+        label: str | None, model: str, counted: bool = True, now: float | None = None,
+    ) -> None:
+        """The photo carries a current verdict. ``counted``: we wrote it (not just found it)."""
+        now = time.time() if now is None else now
+        with self.transaction() as conn:
+            conn.execute(
+                """INSERT INTO photos (path, size_bytes, mtime_ns, fingerprint, score, label, model,
+                       status, error, attempts, scored_count, next_attempt_at, first_seen, updated)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, 'scored', NULL, 0, ?, NULL, ?, ?)
+                   ON CONFLICT (path) DO UPDATE SET size_bytes = excluded.size_bytes,
+                       mtime_ns = excluded.mtime_ns, fingerprint = excluded.fingerprint,
+                       score = excluded.score, label = excluded.label, model = excluded.model,
+                       status = 'scored', error = NULL, attempts = 0, next_attempt_at = NULL,
+                       scored_count = scored_count + excluded.scored_count,
+                       updated = excluded.updated""",
+                (_key(path), stat.size_bytes, stat.mtime_ns, fingerprint, score, label, model,
+                 int(counted), now, now),
+            )
+
+    def record_failure(
+        self, path: Path, stat: FileStat, error: str, *, retry_in_seconds: float | None,
+        now: float | None = None,
+    ) -> int:
+        """Record a failure; returns the attempts so far. ``retry_in_seconds=None``: permanent."""
+        now = time.time() if now is None else now
+        retry_at = None if retry_in_seconds is None else now + retry_in_seconds
+        with self.transaction() as conn:
+            conn.execute(
+                """INSERT INTO photos (path, size_bytes, mtime_ns, status, error, attempts,
+                       next_attempt_at, first_seen, updated)
+                   VALUES (?, ?, ?, 'failed', ?, 1, ?, ?, ?)
+                   ON CONFLICT (path) DO UPDATE SET size_bytes = excluded.size_bytes,
+                       mtime_ns = excluded.mtime_ns, status = 'failed', error = excluded.error,
+                       attempts = attempts + 1, next_attempt_at = excluded.next_attempt_at,
+                       updated = excluded.updated""",
+                (_key(path), stat.size_bytes, stat.mtime_ns, error, retry_at, now, now),
+            )
+            row = conn.execute("SELECT attempts FROM photos WHERE path = ?", (_key(path),)).fetchone()
+        return int(row[0])
+
+    def touch(self, path: Path, stat: FileStat, now: float | None = None) -> None:
+        """The file changed but its pixels did not (a metadata edit): remember the new stat."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE photos SET size_bytes = ?, mtime_ns = ?, updated = ? WHERE path = ?",
+                         (stat.size_bytes, stat.mtime_ns, time.time() if now is None else now,
+                          _key(path)))
+
+    def move(self, old: Path, new: Path, now: float | None = None) -> None:
+        """The photo at ``old`` now lives at ``new``; its row (and verdict) follows it."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM photos WHERE path = ?", (_key(new),))
+            conn.execute(
+                "UPDATE photos SET path = ?, status = CASE status WHEN 'gone' THEN 'scored' "
+                "ELSE status END, updated = ? WHERE path = ?",  # only scored rows become gone
+                (_key(new), time.time() if now is None else now, _key(old)))
+
+    def mark_gone(self, path: Path, now: float | None = None) -> None:
+        """The file disappeared: keep a scored row (a move may bring it back), drop a failure."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM photos WHERE path = ? AND status = 'failed'", (_key(path),))
+            conn.execute("UPDATE photos SET status = 'gone', updated = ? "
+                         "WHERE path = ? AND status = 'scored'",
+                         (time.time() if now is None else now, _key(path)))
