@@ -1,0 +1,375 @@
+"""Watching the photo folders: events -> pending changes -> a bounded queue of ``Change``.
+
+    watchdog thread --PhotoEventHandler--> PendingChanges --settle (main loop)--> WorkQueue
+
+The handler runs on watchdog's thread and only records "this path changed at t" in a
+dict, so a burst of thousands of files never blocks it. ``PendingChanges.pop_ready``
+promotes a path once it is complete:
+
+- inotify's close-after-write (``FileClosedEvent``) or a rename into place: at once;
+- otherwise when its size and mtime stayed the same for ``settle_seconds`` and no write
+  is in progress (a write seen without its close waits up to ``stale_write_seconds``).
+
+``WatchSet`` runs one observer per root: inotify, or polling when asked
+(``settings.polling``, network shares) or when inotify runs out of watches. An inotify
+queue overflow is reported so the daemon can rescan that root instead of missing files.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers.polling import PollingObserver
+
+from . import discovery
+from .state import FileStat
+
+if TYPE_CHECKING:
+    from watchdog.observers.api import BaseObserver
+
+log = logging.getLogger(__name__)
+
+WATCH_LIMIT_ERRNOS = (errno.ENOSPC, errno.EMFILE)
+WATCH_LIMIT_ADVICE = (
+    "inotify watches ran out; {root} is now polled every {interval:g} s. To watch it "
+    "instantly, raise the limit: sudo sysctl fs.inotify.max_user_watches=524288 and, to "
+    "keep it, echo fs.inotify.max_user_watches=524288 | sudo tee /etc/sysctl.d/90-iqs-daemon.conf"
+)
+
+
+@dataclass(frozen=True)
+class Change:
+    """A path to look at again. ``moved_from``: the file was renamed from there."""
+
+    path: Path
+    moved_from: Path | None = None
+    reason: str = "event"  # event | backlog | rescan | retry
+
+
+def is_photo_name(path: Path) -> bool:
+    """A supported photo, not a temporary file (ours, a browser's, a copy tool's)."""
+    return (path.suffix.lower() in discovery.SUPPORTED_EXTENSIONS
+            and not discovery.is_temporary_name(path.name))
+
+
+# --- pending changes ------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    last_event: float
+    ready: bool = False  # closed after writing, moved into place, or deleted
+    writing: bool = False  # a write was seen and its close was not (inotify only)
+    moved_from: Path | None = None
+    stat: FileStat | None = None
+    stat_since: float = 0.0
+    version: int = 0
+
+
+class PendingChanges:
+    """Changed paths waiting to be complete. Thread-safe; every call is O(1) but ``pop_ready``."""
+
+    def __init__(self, settle_seconds: float, *, stale_write_seconds: float = 60.0,
+                 max_entries: int = 20_000, clock: Callable[[], float] = time.monotonic):
+        self.settle_seconds = settle_seconds
+        self.max_entries = max_entries
+        self.stale_write_seconds = max(stale_write_seconds, settle_seconds)
+        self.clock = clock
+        self._entries: dict[Path, _Pending] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def changed(self, path: Path, *, ready: bool = False, writing: bool = False,
+                moved_from: Path | None = None) -> bool:
+        """Note a change; False when the set is full (the caller rescans instead)."""
+        now = self.clock()
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is None:
+                if len(self._entries) >= self.max_entries:
+                    return False  # memory stays flat whatever the burst
+                entry = self._entries[path] = _Pending(last_event=now)
+            entry.last_event = now
+            entry.version += 1
+            # A close or rename ends a write; a later write starts a new one.
+            entry.ready = ready
+            entry.writing = writing or (entry.writing and not ready)
+            if moved_from is not None:
+                entry.moved_from = moved_from
+        return True
+
+    def pop_ready(self, limit: int) -> list[Change]:
+        """Up to ``limit`` complete changes, removed from the pending set. Stats outside the lock."""
+        if limit <= 0:
+            return []
+        with self._lock:
+            snapshot = [(p, e, e.version) for p, e in self._entries.items()]
+        now = self.clock()
+        ready: list[tuple[Path, _Pending, int]] = []
+        for path, entry, version in snapshot:
+            if len(ready) >= limit:
+                break
+            if entry.ready or self._settled(path, entry, now):
+                ready.append((path, entry, version))
+        changes = []
+        with self._lock:
+            for path, entry, version in ready:
+                if entry.version == version and self._entries.get(path) is entry:
+                    del self._entries[path]
+                    changes.append(Change(path, entry.moved_from))
+        return changes
+
+    def _settled(self, path: Path, entry: _Pending, now: float) -> bool:
+        stat = FileStat.of(path)
+        if stat is None:
+            return True  # gone: the worker forgets it
+        if stat != entry.stat:
+            entry.stat, entry.stat_since = stat, now
+            return False
+        quiet = now - max(entry.stat_since, entry.last_event)
+        return quiet >= (self.stale_write_seconds if entry.writing else self.settle_seconds)
+
+
+# --- the queue between the watcher and the worker -------------------------------------
+
+
+class WorkQueue:
+    """A bounded FIFO of ``Change`` that holds each path at most once."""
+
+    def __init__(self, maxsize: int):
+        self._queue: queue.Queue[Change] = queue.Queue(maxsize)
+        self._queued: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self._queue.qsize()
+
+    def free(self) -> int:
+        return self._queue.maxsize - self._queue.qsize()
+
+    def put(self, change: Change, *, timeout: float | None = None) -> bool:
+        """Queue ``change`` unless its path is queued already; False if still full at timeout."""
+        with self._lock:
+            if change.path in self._queued:
+                return True
+            self._queued.add(change.path)
+        try:
+            self._queue.put(change, timeout=timeout)
+        except queue.Full:
+            with self._lock:
+                self._queued.discard(change.path)
+            return False
+        return True
+
+    def take(self, max_items: int, *, wait_seconds: float, gather_seconds: float) -> list[Change]:
+        """Block up to ``wait_seconds`` for one change, then gather more for ``gather_seconds``."""
+        items: list[Change] = []
+        try:
+            items.append(self._queue.get(timeout=wait_seconds))
+            deadline = time.monotonic() + gather_seconds
+            while len(items) < max_items:
+                items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            pass
+        with self._lock:
+            self._queued.difference_update(c.path for c in items)
+        return items
+
+
+# --- events -----------------------------------------------------------------------------
+
+
+class PhotoEventHandler(FileSystemEventHandler):
+    """Turns watchdog events into pending changes; never blocks, never touches the files."""
+
+    def __init__(self, pending: PendingChanges, *, close_events: bool,
+                 on_overflow: Callable[[], None]):
+        self.pending = pending
+        self.close_events = close_events  # this backend reports close-after-write (inotify)
+        self.on_overflow = on_overflow
+        self._overflowed = False
+
+    def _changed(self, path: Path, **kwargs: object) -> None:
+        if self.pending.changed(path, **kwargs):  # type: ignore[arg-type]
+            self._overflowed = False
+        elif not self._overflowed:  # once per overflow, not once per event
+            self._overflowed = True
+            self.on_overflow()
+
+    @staticmethod
+    def _photo(raw: bytes | str) -> Path | None:
+        path = Path(os.fsdecode(raw)) if raw else None
+        return path if path is not None and is_photo_name(path) else None
+
+    def on_created(self, event: FileSystemEvent) -> None:
+        self._written(event)
+
+    def on_modified(self, event: FileSystemEvent) -> None:
+        self._written(event)
+
+    def on_attrib(self, event: FileSystemEvent) -> None:
+        if not event.is_directory and (path := self._photo(event.src_path)):
+            self._changed(path)
+
+    def _written(self, event: FileSystemEvent) -> None:
+        if not event.is_directory and (path := self._photo(event.src_path)):
+            self._changed(path, writing=self.close_events)
+
+    def on_closed(self, event: FileSystemEvent) -> None:
+        if path := self._photo(event.src_path):
+            self._changed(path, ready=True)
+
+    def on_deleted(self, event: FileSystemEvent) -> None:
+        if not event.is_directory and (path := self._photo(event.src_path)):
+            self._changed(path, ready=True)
+
+    def on_moved(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            return  # watchdog follows with one event per file inside
+        src, dest = self._photo(event.src_path), self._photo(event.dest_path)
+        if dest is not None:
+            # Renamed into place: complete. From a photo name: its row can follow it.
+            self._changed(dest, ready=True, moved_from=src)
+        elif src is not None:
+            self._changed(src, ready=True)  # renamed away: the worker forgets it
+
+
+# --- observers ----------------------------------------------------------------------------
+
+
+class _LimitAwareInotifyObserver:
+    """Builds an InotifyObserver whose inotify instance reports overflows and watch limits.
+
+    watchdog 7 handles ``IN_Q_OVERFLOW`` itself (it rebuilds the watches and logs a
+    warning) but tells no handler, and it swallows errors when adding watches below
+    the root. Both are seen here, on the observer's ``InotifyFD``, and passed on.
+    """
+
+    @staticmethod
+    def create(on_overflow: Callable[[], None], on_limit: Callable[[OSError], None]) -> BaseObserver:
+        from watchdog.observers.inotify import InotifyObserver
+
+        observer = InotifyObserver()
+        fd = observer._inotify_fd  # one inotify instance per observer
+        add_callback, handle_event = fd.add_callback, fd.handle_event
+
+        def add_callback_checked(*args, **kwargs):  # type: ignore[no-untyped-def]
+            try:
+                return add_callback(*args, **kwargs)
+            except OSError as exc:
+                if exc.errno in WATCH_LIMIT_ERRNOS:
+                    on_limit(exc)
+                raise
+
+        def handle_event_checked(event):  # type: ignore[no-untyped-def]
+            handle_event(event)
+            if event.is_queue_overflow:
+                on_overflow()
+
+        fd.add_callback, fd.handle_event = add_callback_checked, handle_event_checked
+        return observer
+
+
+@dataclass
+class _RootWatch:
+    root: Path
+    observer: BaseObserver
+    backend: str  # inotify | polling
+    limit_hit: bool = False
+
+
+class WatchSet:
+    """One observer per root, inotify unless polling is asked for or inotify runs out.
+
+    ``on_rescan(root)`` is called (from any thread) when events for ``root`` may have
+    been lost: an inotify queue overflow, or a switch to polling.
+    """
+
+    def __init__(self, roots: list[Path], pending: PendingChanges, *, polling: bool,
+                 poll_interval_seconds: float, follow_symlinks: bool,
+                 on_rescan: Callable[[Path], None]):
+        self.roots = roots
+        self.pending = pending
+        self.polling = polling
+        self.poll_interval_seconds = poll_interval_seconds
+        self.follow_symlinks = follow_symlinks
+        self.on_rescan = on_rescan
+        self._watches: dict[Path, _RootWatch] = {}
+        self._advised = False
+
+    @property
+    def backends(self) -> dict[str, str]:
+        return {str(root): w.backend for root, w in self._watches.items()}
+
+    def start(self) -> None:
+        for root in self.roots:
+            self._watches[root] = self._start_root(root, polling=self.polling)
+
+    def stop(self) -> None:
+        for watch in self._watches.values():
+            watch.observer.stop()
+        for watch in self._watches.values():
+            if watch.observer.is_alive():
+                watch.observer.join(timeout=5)
+        self._watches.clear()
+
+    def check(self) -> None:
+        """Move roots whose inotify watches ran out to polling (call it from one thread)."""
+        for root, watch in list(self._watches.items()):
+            if watch.limit_hit and watch.backend == "inotify":
+                watch.observer.stop()
+                self._watches[root] = self._start_root(root, polling=True)
+                self._advise(root)
+                self.on_rescan(root)
+
+    def _start_root(self, root: Path, *, polling: bool) -> _RootWatch:
+        if not polling:
+            watch: _RootWatch | None = None
+
+            def on_limit(exc: OSError) -> None:
+                if watch is not None:
+                    watch.limit_hit = True
+
+            try:
+                observer = _LimitAwareInotifyObserver.create(
+                    on_overflow=lambda: self._overflowed(root), on_limit=on_limit)
+                watch = _RootWatch(root, observer, "inotify")
+                self._schedule(observer, root, close_events=True)
+                observer.start()
+                if not watch.limit_hit:
+                    return watch
+                observer.stop()  # some folders below the root got no watch
+            except OSError as exc:
+                if exc.errno not in WATCH_LIMIT_ERRNOS:
+                    raise
+            self._advise(root)
+        observer = PollingObserver(timeout=self.poll_interval_seconds)
+        self._schedule(observer, root, close_events=False)
+        observer.start()
+        return _RootWatch(root, observer, "polling")
+
+    def _schedule(self, observer: BaseObserver, root: Path, *, close_events: bool) -> None:
+        handler = PhotoEventHandler(self.pending, close_events=close_events,
+                                    on_overflow=lambda: self._overflowed(root))
+        observer.schedule(handler, str(root), recursive=True, follow_symlink=self.follow_symlinks)
+
+    def _overflowed(self, root: Path) -> None:
+        log.warning("too many changes at once below %s; rescanning it", root)
+        self.on_rescan(root)
+
+    def _advise(self, root: Path) -> None:
+        if not self._advised:  # one line per daemon, however many roots
+            self._advised = True
+            log.warning(WATCH_LIMIT_ADVICE.format(root=root, interval=self.poll_interval_seconds))
