@@ -58,8 +58,16 @@ class Change:
 
 def is_photo_name(path: Path) -> bool:
     """A supported photo, not a temporary file (ours, a browser's, a copy tool's)."""
-    return (path.suffix.lower() in discovery.SUPPORTED_EXTENSIONS
-            and not discovery.is_temporary_name(path.name))
+    return discovery.is_supported_name(path.name)
+
+
+def in_ignored_folder(path: Path, root: Path) -> bool:
+    """Below a hidden folder or a NAS thumbnail/trash folder, which discovery skips too."""
+    try:
+        parts = path.parent.relative_to(root).parts
+    except ValueError:
+        return False
+    return any(p.startswith(".") or p in discovery.IGNORED_FOLDERS for p in parts)
 
 
 # --- pending changes ------------------------------------------------------------------
@@ -194,9 +202,10 @@ class WorkQueue:
 class PhotoEventHandler(FileSystemEventHandler):
     """Turns watchdog events into pending changes; never blocks, never touches the files."""
 
-    def __init__(self, pending: PendingChanges, *, close_events: bool,
+    def __init__(self, pending: PendingChanges, root: Path, *, close_events: bool,
                  on_overflow: Callable[[], None]):
         self.pending = pending
+        self.root = root
         self.close_events = close_events  # this backend reports close-after-write (inotify)
         self.on_overflow = on_overflow
         self._overflowed = False
@@ -208,10 +217,11 @@ class PhotoEventHandler(FileSystemEventHandler):
             self._overflowed = True
             self.on_overflow()
 
-    @staticmethod
-    def _photo(raw: bytes | str) -> Path | None:
-        path = Path(os.fsdecode(raw)) if raw else None
-        return path if path is not None and is_photo_name(path) else None
+    def _photo(self, raw: bytes | str) -> Path | None:
+        if not raw:
+            return None
+        path = Path(os.fsdecode(raw))
+        return path if is_photo_name(path) and not in_ignored_folder(path, self.root) else None
 
     def on_created(self, event: FileSystemEvent) -> None:
         self._written(event)
@@ -361,7 +371,7 @@ class WatchSet:
         return _RootWatch(root, observer, "polling")
 
     def _schedule(self, observer: BaseObserver, root: Path, *, close_events: bool) -> None:
-        handler = PhotoEventHandler(self.pending, close_events=close_events,
+        handler = PhotoEventHandler(self.pending, root, close_events=close_events,
                                     on_overflow=lambda: self._overflowed(root))
         observer.schedule(handler, str(root), recursive=True, follow_symlink=self.follow_symlinks)
 

@@ -154,6 +154,8 @@ def test_a_move_between_folders_names_its_source(watched):
 def test_deleted_and_non_photo_files(watched):
     root, _, collector, _, _ = watched
     (root / "notes.txt").write_text("x")
+    (root / "@eaDir").mkdir()  # a NAS's thumbnails, skipped by discovery too
+    (root / "@eaDir" / "SYNOPHOTO_THUMB_XL.jpg").write_bytes(JPEG_BYTES)
     photo = root / "gone.jpg"
     photo.write_bytes(JPEG_BYTES)
     wait_for(lambda: collector.paths() == [photo])

@@ -1,0 +1,259 @@
+"""What the daemon shares with the outside: its lock, its status file, systemd.
+
+- ``DaemonLock``: one daemon per state directory (``flock`` on ``daemon.lock``); the file
+  holds the pid and where the status file is, so ``iqs-daemon status`` can find both.
+- ``StatusFile``: a small JSON document rewritten atomically every couple of seconds
+  (in the runtime directory, a tmpfs) and removed on a clean exit.
+- ``sd_notify``: systemd's readiness and watchdog protocol, a datagram on
+  ``$NOTIFY_SOCKET``; no dependency, and a no-op outside systemd.
+- ``render_unit``: the user unit that ``iqs-daemon install-service`` writes.
+
+There is no network listener: status goes through files only.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import DaemonRunning, StateError
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "daemon.lock"
+UNIT_NAME = "iqs-daemon.service"
+
+
+# --- the lock -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    pid: int | None
+    status_file: Path | None
+
+
+class DaemonLock:
+    """An exclusive ``flock`` on ``STATE_DIR/daemon.lock``, held for the daemon's life.
+
+    The kernel drops it when the process dies, kill -9 included, so a stale file never
+    blocks a restart.
+    """
+
+    def __init__(self, state_dir: Path):
+        self.path = state_dir / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self, status_file: Path) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StateError(f"cannot create {self.path}: {exc.strerror} "
+                             "(set IQS_STATE_DIR to a writable folder)") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            info = read_lock(self.path.parent)
+            raise DaemonRunning(info.pid if info else None, self.path.parent) from None
+        record = json.dumps({"pid": os.getpid(), "status_file": str(status_file)}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record, 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # the file stays: unlinking a lock file races
+            os.close(self._fd)
+            self._fd = None
+
+
+def read_lock(state_dir: Path) -> LockInfo | None:
+    """The running daemon's pid and status file, or None when no daemon holds the lock."""
+    try:
+        fd = os.open(state_dir / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            pass  # held: a daemon is running
+        else:
+            return None
+        try:
+            data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        except ValueError:
+            data = {}  # the daemon is between ftruncate and pwrite
+        status = data.get("status_file")
+        return LockInfo(data.get("pid"), Path(status) if status else None)
+    finally:
+        os.close(fd)
+
+
+# --- the status file --------------------------------------------------------------------
+
+
+class StatusFile:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, status: Mapping[str, Any]) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(status, indent=1), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as exc:  # status is a convenience: never stop scoring for it
+            log.debug("cannot write the status file %s: %s", self.path, exc)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads(self.path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return None
+
+
+def status_file_for(state_dir: Path, runtime_dir: Path) -> Path:
+    """The runtime dir is shared by every state dir; the name keeps daemons apart."""
+    if runtime_dir == state_dir:
+        return state_dir / "status.json"
+    import hashlib
+
+    tag = hashlib.sha256(os.fsencode(state_dir.resolve())).hexdigest()[:12]
+    return runtime_dir / f"status-{tag}.json"
+
+
+# --- systemd ------------------------------------------------------------------------------
+
+
+def sd_notify(message: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Send ``message`` (e.g. "READY=1") to systemd; False when not run by systemd."""
+    address = environ.get("NOTIFY_SOCKET", "")
+    if not address or address[0] not in "/@":
+        return False  # unset, or a vsock address we do not need
+    if address[0] == "@":
+        address = "\0" + address[1:]  # abstract namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # Never block: a receiver that stopped reading must not stall the daemon.
+            sock.sendto(message.encode(), socket.MSG_DONTWAIT, address)
+    except OSError as exc:
+        log.debug("sd_notify(%s) failed: %s", message, exc)
+        return False
+    return True
+
+
+def watchdog_interval_seconds(environ: Mapping[str, str] = os.environ) -> float | None:
+    """How often systemd wants WATCHDOG=1 (half its WatchdogSec), or None."""
+    usec, pid = environ.get("WATCHDOG_USEC"), environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        return int(usec) / 2e6
+    except ValueError:
+        return None
+
+
+def daemon_command() -> list[str]:
+    """How to run this installation: the console script, else ``python -m iqs_daemon``."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is not None and argv0.name == "iqs-daemon" and os.access(argv0, os.X_OK):
+        return [os.path.abspath(argv0)]
+    found = shutil.which("iqs-daemon")
+    if found:
+        return [os.path.abspath(found)]
+    return [os.path.abspath(sys.executable), "-m", "iqs_daemon"]
+
+
+def systemd_quote(word: str) -> str:
+    """One argument for ExecStart=/ReadWritePaths=: quoted, specifiers and $ escaped."""
+    out = []
+    for ch in word:
+        if ch in '\\"':
+            out.append("\\" + ch)
+        elif ch == "%":
+            out.append("%%")
+        elif ch == "$":
+            out.append("$$")
+        elif ord(ch) < 0x20 or 0xDC80 <= ord(ch) <= 0xDCFF:  # control, undecodable byte
+            out.append(f"\\x{ord(ch) & 0xFF:02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+# Options that need a user namespace in a user unit (systemd enables PrivateUsers= for them).
+NAMESPACE_OPTIONS = """\
+PrivateTmp=yes
+ProtectSystem=strict
+{read_write_paths}ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectHostname=yes
+ProtectClock=yes
+"""
+
+UNIT_TEMPLATE = """\
+# Written by `iqs-daemon install-service`; see docs/daemon.md for each setting.
+[Unit]
+Description=iqs-daemon: score new photos and write the verdict into their XMP
+Documentation=https://github.com/iqs-daemon/iqs-daemon/blob/main/docs/daemon.md
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart={exec_start}
+ExecReload=/bin/kill -HUP $MAINPID
+Restart=on-failure
+RestartSec=10
+WatchdogSec=120
+TimeoutStopSec=30
+Environment=PYTHONUNBUFFERED=1
+StateDirectory=iqs-daemon
+RuntimeDirectory=iqs-daemon
+Nice=10
+IOSchedulingClass=idle
+CPUSchedulingPolicy=batch
+NoNewPrivileges=yes
+RestrictAddressFamilies=AF_UNIX
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+SystemCallArchitectures=native
+{namespace_options}
+[Install]
+WantedBy=default.target
+"""
+
+
+def render_unit(roots: list[Path], *, command: list[str] | None = None,
+                extra_args: list[str] | None = None, sandbox: bool = True) -> str:
+    """The user unit running ``iqs-daemon start ROOT...`` with the given roots."""
+    roots = [Path(os.path.abspath(r)) for r in roots]
+    argv = [*(command or daemon_command()), *(extra_args or []), "start",
+            *(str(r) for r in roots)]
+    rw = "".join(f"ReadWritePaths=-{systemd_quote(str(r))}\n" for r in roots)
+    namespace = NAMESPACE_OPTIONS.format(read_write_paths=rw) if sandbox else ""
+    return UNIT_TEMPLATE.format(exec_start=" ".join(systemd_quote(a) for a in argv),
+                                namespace_options=namespace)
+
+
+def user_unit_path(environ: Mapping[str, str] = os.environ) -> Path:
+    config = environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(config) / "systemd" / "user" / UNIT_NAME

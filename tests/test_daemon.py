@@ -1,0 +1,477 @@
+"""The daemon with real parts: watchdog on tmp folders, the tiny ONNX model, exiv2 writes.
+
+In-process tests run ``Daemon.run()`` in a thread; the crash test runs
+``python -m iqs_daemon start`` as a real process and kills it with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from iqs_daemon.config import Paths, Settings, load_settings
+from iqs_daemon.daemon import Daemon, retry_delay_seconds
+from iqs_daemon.errors import DecodeError, ImageTooLarge, MetadataError, UnsupportedFormat
+from iqs_daemon.metadata import MetadataWriter
+from iqs_daemon.service import read_lock, sd_notify
+from iqs_daemon.state import StateDB
+
+from modelfactory import build_tiny_model
+
+REPO = Path(__file__).parents[1]
+MODEL_LABEL = "iqs-tiny-test test-1"
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s")
+        time.sleep(interval)
+
+
+def jpeg(brightness: int, size: tuple[int, int] = (64, 48), seed: int = 0) -> bytes:
+    """A small JPEG whose tiny-model score is about brightness / 2.55."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(brightness + rng.integers(-8, 9, (size[1], size[0], 3)), 0, 255)
+    ok, data = cv2.imencode(".jpg", pixels.astype(np.uint8))
+    assert ok
+    return data.tobytes()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+@pytest.fixture
+def env_paths(tmp_path) -> Paths:
+    return Paths(config_dir=tmp_path / "config", state_dir=tmp_path / "state",
+                 runtime_dir=tmp_path / "run")
+
+
+def settings_for(paths: Paths, model: Path, **overrides: object) -> Settings:
+    return load_settings(paths, overrides={"model_path": str(model), "settle_seconds": 0.2,
+                                           **overrides})
+
+
+@contextmanager
+def running(settings: Settings, paths: Paths, roots: list[Path], **kw: object) -> Iterator[Daemon]:
+    daemon = Daemon(settings, paths, roots, tick_seconds=0.05, **kw)  # type: ignore[arg-type]
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(daemon.run()), name="test-daemon")
+    thread.start()
+    try:
+        wait_for(lambda: daemon.ready.is_set() or not thread.is_alive(), timeout=60)
+        assert thread.is_alive(), "the daemon did not start"
+        yield daemon
+    finally:
+        daemon.stop()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    assert result == [0]
+
+
+def idle(daemon: Daemon) -> bool:
+    return (len(daemon.queue) == 0 and len(daemon.pending) == 0 and daemon._in_flight == 0
+            and daemon._scan_requests.empty() and daemon.phase == "watching")
+
+
+def rows(daemon: Daemon) -> dict[Path, object]:
+    assert daemon.db is not None
+    return {path: daemon.db.get(path) for path, _ in daemon.db.iter_paths()}
+
+
+def all_scored(daemon: Daemon, photos: list[Path]) -> bool:
+    assert daemon.db is not None
+    for photo in photos:
+        row = daemon.db.get(photo)
+        if row is None or row.status != "scored":
+            return False
+    return True
+
+
+def read_verdicts(photos: list[Path]) -> dict[Path, str | None]:
+    with MetadataWriter(isolated=False) as writer:
+        return {p: writer.read_stored(p, Settings()).model_version for p in photos}
+
+
+# --- watching and scoring, in-process ------------------------------------------------------
+
+
+def test_imports_are_scored_once_when_complete(tmp_path, tiny_model, env_paths):
+    root = tmp_path / "photos"
+    (root / "card").mkdir(parents=True)
+    (root / "sorted").mkdir()
+    with running(settings_for(env_paths, tiny_model), env_paths, [root]) as daemon:
+        # Copied slowly: chunks with pauses longer than settle_seconds.
+        slow, data = root / "card" / "slow.jpg", jpeg(200, (320, 240))
+        with slow.open("wb") as fh:
+            for start in range(0, len(data), len(data) // 4):
+                fh.write(data[start:start + len(data) // 4])
+                fh.flush()
+                time.sleep(0.35)
+        # Written under a temporary name, renamed into place.
+        part = root / "card" / ".renamed.jpg.part"
+        part.write_bytes(jpeg(30))
+        os.rename(part, root / "card" / "renamed.jpg")
+        # A few plain copies.
+        plain = [root / "card" / f"p{i}.jpg" for i in range(6)]
+        for i, p in enumerate(plain):
+            p.write_bytes(jpeg(40 * i, seed=i))
+        photos = [slow, root / "card" / "renamed.jpg", *plain]
+        wait_for(lambda: all_scored(daemon, photos) and idle(daemon))
+        assert daemon.counts["scored"] == len(photos)
+        assert daemon.db.get(slow).score == pytest.approx(200 / 2.55, abs=3)  # the whole photo
+
+        # Moved between folders: the rows follow, nothing is scored again.
+        moved = []
+        for p in plain[:3]:
+            moved.append(root / "sorted" / p.name)
+            os.rename(p, moved[-1])
+        wait_for(lambda: all_scored(daemon, moved) and idle(daemon))
+        time.sleep(1.0)  # room for a (wrong) reaction to our own writes or the moves
+        assert idle(daemon)
+        assert daemon.counts == {"scored": len(photos), "unchanged": 0, "failed": 0,
+                                 "moved": 3, "touched": 0}
+        state = rows(daemon)
+        assert set(state) == {*photos[:2], *plain[3:], *moved}
+        assert all(r.scored_count == 1 and r.model == MODEL_LABEL for r in state.values())
+    assert set(read_verdicts(list(state)).values()) == {"test-1"}
+
+
+@pytest.mark.slow
+def test_a_burst_of_1000_files_is_scored_once_each(tmp_path, tiny_model, env_paths):
+    root = tmp_path / "burst"
+    root.mkdir()
+    blobs = [jpeg(i % 256, seed=i) for i in range(8)]
+    with running(settings_for(env_paths, tiny_model, batch_size=16), env_paths, [root]) as daemon:
+        started = time.monotonic()
+        photos = []
+        for i in range(1000):
+            folder = root / f"d{i // 250}"
+            folder.mkdir(exist_ok=True)
+            photos.append(folder / f"IMG_{i:04d}.jpg")
+            photos[-1].write_bytes(blobs[i % 8])
+        written = time.monotonic() - started
+        wait_for(lambda: all_scored(daemon, photos) and idle(daemon), timeout=240)
+        elapsed = time.monotonic() - started
+        time.sleep(1.0)
+        assert idle(daemon)
+        assert daemon.counts["scored"] == 1000 and daemon.counts["failed"] == 0
+        counts = Counter(r.scored_count for r in rows(daemon).values())
+        assert counts == {1: 1000}
+        print(f"\nburst: 1000 files written in {written:.1f} s, all scored after {elapsed:.1f} s "
+              f"({1000 / elapsed:.0f} photos/s)")
+    sample = photos[::97]
+    assert set(read_verdicts(sample).values()) == {"test-1"}
+
+
+@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool not installed")
+def test_metadata_edits_cost_a_decode_pixel_edits_a_new_score(tmp_path, tiny_model, env_paths):
+    root = tmp_path / "photos"
+    root.mkdir()
+    photo = root / "edit.jpg"
+    photo.write_bytes(jpeg(40))
+    with running(settings_for(env_paths, tiny_model), env_paths, [root]) as daemon:
+        wait_for(lambda: all_scored(daemon, [photo]) and idle(daemon))
+        first = daemon.db.get(photo)
+        # Another program edits the metadata: the pixels are the same.
+        subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Title=edited", str(photo)],
+                       check=True)
+        wait_for(lambda: daemon.counts["touched"] == 1 and idle(daemon))
+        assert daemon.db.get(photo).scored_count == 1
+        # An editor changes the pixels and keeps the XMP (our verdict included).
+        new = root / ".edit.jpg.tmp"
+        new.write_bytes(jpeg(220))
+        subprocess.run(["exiftool", "-q", "-overwrite_original", "-tagsfromfile", str(photo),
+                        "-xmp", str(new)], check=True)
+        os.replace(new, photo)
+        wait_for(lambda: daemon.db.get(photo).scored_count == 2 and idle(daemon))
+        second = daemon.db.get(photo)
+        assert second.fingerprint != first.fingerprint
+        assert second.label == "Accepted" and first.label == "Rejected"
+
+
+def test_failures_are_recorded_and_retried_only_when_transient(tmp_path, tiny_model, env_paths):
+    root = tmp_path / "photos"
+    root.mkdir()
+    big, small, broken = root / "big.jpg", root / "small.jpg", root / "broken.jpg"
+    big.write_bytes(jpeg(100, (64, 48)))
+    small.write_bytes(jpeg(100, (40, 30)))
+    data = jpeg(100, (40, 30), seed=5)
+    broken.write_bytes(data[: len(data) // 3])
+    settings = settings_for(env_paths, tiny_model, max_pixels=2000)
+    with running(settings, env_paths, [root], retry_base_seconds=0.5) as daemon:
+        wait_for(lambda: daemon.db.get(broken) is not None and daemon.db.get(big) is not None
+                 and all_scored(daemon, [small]))
+        too_big = daemon.db.get(big)
+        assert too_big.status == "failed" and too_big.next_attempt_at is None  # permanent
+        failed = daemon.db.get(broken)
+        assert failed.status == "failed" and failed.next_attempt_at is not None, failed
+        wait_for(lambda: daemon.db.get(broken).attempts >= 2, timeout=10)  # retried by itself
+        broken.write_bytes(data)  # the copy completes
+        wait_for(lambda: all_scored(daemon, [broken]) and idle(daemon))
+        assert daemon.db.get(big).attempts == 1
+
+
+def test_retry_policy():
+    p = Path("x.jpg")
+    assert retry_delay_seconds(DecodeError(p, "truncated"), 1, 30) == 30
+    assert retry_delay_seconds(DecodeError(p, "truncated"), 3, 30) == 120
+    assert retry_delay_seconds(MetadataError(p, "cannot replace x.jpg: Permission denied"), 1, 30) == 30
+    assert retry_delay_seconds(DecodeError(p, "truncated"), 6, 30) is None
+    assert retry_delay_seconds(UnsupportedFormat(p, "gif"), 1, 30) is None
+    assert retry_delay_seconds(ImageTooLarge(p, "bomb"), 1, 30) is None
+    assert retry_delay_seconds(MetadataError(p, "exiv2 crashed on this file before"), 1, 30) is None
+
+
+def test_backlog_finds_what_arrived_while_down_and_moves_made_meanwhile(tmp_path, tiny_model, env_paths):
+    root = tmp_path / "photos"
+    (root / "a").mkdir(parents=True)
+    photos = [root / "a" / f"{i}.jpg" for i in range(5)]
+    for i, p in enumerate(photos):
+        p.write_bytes(jpeg(50 * i, seed=i))
+    settings = settings_for(env_paths, tiny_model)
+    with running(settings, env_paths, [root]) as daemon:
+        wait_for(lambda: all_scored(daemon, photos) and idle(daemon))
+    # While down: one photo arrives, one moves, one is deleted.
+    (root / "b").mkdir()
+    late = root / "b" / "late.jpg"
+    late.write_bytes(jpeg(99))
+    moved = root / "b" / "moved.jpg"
+    os.rename(photos[0], moved)
+    photos[1].unlink()
+    os.utime(late, ns=(time.time_ns() - 10**10,) * 2)  # old enough to be queued at once
+    with running(settings, env_paths, [root]) as daemon:
+        wait_for(lambda: all_scored(daemon, [late, moved]) and idle(daemon))
+        assert daemon.counts["scored"] == 1 and daemon.counts["moved"] == 1
+        state = rows(daemon)
+        assert state[photos[1]].status == "gone"
+        assert daemon.db.totals() == {k: v for k, v in Counter(
+            r.label for r in state.values() if r.status == "scored").items()}
+    with running(replace_settings(settings, backlog=False), env_paths, [root]) as daemon:
+        time.sleep(0.5)
+        assert daemon.counts["scored"] == 0 and idle(daemon)
+
+
+def replace_settings(settings: Settings, **changes: object) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, **changes)
+
+
+# --- the real process: crash recovery, lock, status, signals, sd_notify ---------------------
+
+
+def daemon_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("IQS_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+    env.update(IQS_CONFIG_DIR=str(tmp_path / "config"), IQS_STATE_DIR=str(tmp_path / "state"),
+               IQS_RUNTIME_DIR=str(tmp_path / "run"),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
+    env.update(extra)
+    return env
+
+
+def cli(args: list[str], env: dict[str, str], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "iqs_daemon", *args], env=env, text=True,
+                          capture_output=True, timeout=60, **kw)  # type: ignore[call-overload]
+
+
+def start(root: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "iqs_daemon", "start", str(root)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=log.open("ab"))
+
+
+def scored_rows(database: Path) -> int:
+    if not database.exists():
+        return 0
+    with StateDB(database) as db:
+        return db.totals().get("Rejected", 0) + db.totals().get("Pending", 0) + db.totals().get("Accepted", 0)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_backlog_then_restart_scores_every_photo_once(tmp_path, tiny_model):
+    root = tmp_path / "photos"
+    n = 240
+    for i in range(n):
+        folder = root / f"{i // 60:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"IMG_{i:04d}.jpg").write_bytes(jpeg(i % 256, seed=i))
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "config.toml").write_text(
+        f'[model]\nmodel_path = "{tiny_model}"\nbatch_size = 4\njobs = 1\n', encoding="utf-8")
+    database, log = tmp_path / "state" / "state.sqlite3", tmp_path / "daemon.log"
+
+    first = start(root, daemon_env(tmp_path), log)
+    try:
+        wait_for(lambda: scored_rows(database) >= 30 or first.poll() is not None, timeout=90)
+        assert first.poll() is None, log.read_text()
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    assert scored_rows(database) < n, "the backlog finished before the kill: make it bigger"
+    assert read_lock(tmp_path / "state") is None  # the kernel dropped the lock
+
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(f"\0iqs-test-{os.getpid()}")  # an abstract address, as systemd may use
+    notify.settimeout(0.2)
+    messages: list[str] = []
+
+    def listen() -> None:  # as systemd does, all the time
+        while True:
+            try:
+                messages.append(notify.recv(4096).decode())
+            except TimeoutError:
+                if second.poll() is not None:
+                    return
+            except OSError:
+                return
+
+    env = daemon_env(tmp_path, NOTIFY_SOCKET=f"@iqs-test-{os.getpid()}", WATCHDOG_USEC="400000")
+    second = start(root, env, log)
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    try:
+        wait_for(lambda: scored_rows(database) == n or second.poll() is not None, timeout=150)
+        assert second.poll() is None, log.read_text()
+        # A second daemon for the same state directory is refused, naming the first.
+        refused = cli(["start", str(root)], daemon_env(tmp_path))
+        assert refused.returncode == 4
+        assert f"already running (pid {second.pid})" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+        status = json.loads(cli(["status", "--json"], daemon_env(tmp_path)).stdout)
+        assert status["running"] and status["pid"] == second.pid
+        assert status["roots"] == [str(root)] and status["backends"] == {str(root): "inotify"}
+        assert sum(status["totals"].values()) == n
+        # SIGHUP reloads the configuration.
+        second.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in log.read_text(), timeout=20)
+        stopping = time.monotonic()
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=15) == 0
+        stop_seconds = time.monotonic() - stopping
+    finally:
+        if second.poll() is None:
+            second.kill()
+    listener.join(timeout=5)
+    notify.close()
+    assert "READY=1" in messages[0].splitlines()
+    assert "WATCHDOG=1" in messages and "STOPPING=1" in messages
+    assert stop_seconds < 5
+
+    # Every photo scored, none twice: the log names each photo written, per run.
+    text = log.read_text()
+    scored_lines = Counter(re.findall(r"^scored (.+?): ", text, flags=re.M))
+    adopted = Counter(re.findall(r"^already scored (.+?): ", text, flags=re.M))
+    assert max(scored_lines.values()) == 1, scored_lines.most_common(3)
+    with StateDB(database) as db:
+        state = {p: db.get(p) for p, _ in db.iter_paths()}
+    assert len(state) == n
+    assert all(r.status == "scored" and r.model == MODEL_LABEL for r in state.values())
+    assert all(r.scored_count <= 1 for r in state.values())
+    assert set(scored_lines) | set(adopted) <= {str(p) for p in state}
+    # A photo written just before the kill is found with its verdict, not scored again.
+    assert len(scored_lines) + len(adopted) >= n - 4 * 2  # at most a batch or two unlogged
+    assert set(read_verdicts(list(state)).values()) == {"test-1"}
+
+    after = json.loads(cli(["status", "--json"], daemon_env(tmp_path)).stdout)
+    assert not after["running"] and sum(after["totals"].values()) == n
+    assert not list((tmp_path / "run").glob("status*.json"))  # removed on a clean exit
+
+
+# --- systemd ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("abstract", [False, True])
+def test_sd_notify_reaches_path_and_abstract_sockets(tmp_path, abstract):
+    address = f"@iqs-notify-{os.getpid()}" if abstract else str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + address[1:] if abstract else address)
+        assert sd_notify("READY=1", {"NOTIFY_SOCKET": address})
+        assert sock.recv(100) == b"READY=1"
+    assert not sd_notify("READY=1", {})
+
+
+def test_sd_notify_never_blocks_on_a_receiver_that_stopped_reading(tmp_path):
+    address = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        started = time.monotonic()
+        sent = [sd_notify("WATCHDOG=1", {"NOTIFY_SOCKET": address}) for _ in range(3000)]
+        assert time.monotonic() - started < 5
+        assert sent[0] and not all(sent)  # the queue filled up and later pings were dropped
+
+
+def systemd_verify(unit: Path, tmp_path: Path, home: Path | None = None) -> str:
+    """systemd-analyze's complaints about ``unit`` (empty when it is valid)."""
+    runtime = tmp_path / "xdg-runtime"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), **({"HOME": str(home)} if home else {})}
+    result = subprocess.run(["systemd-analyze", "--user", "verify", str(unit)], env=env,
+                            capture_output=True, text=True, timeout=60)
+    complaints = [line for line in (result.stdout + result.stderr).splitlines() if unit.name in line
+                  or "ignoring" in line.lower() or "unknown" in line.lower()]
+    return "\n".join(complaints) if complaints or result.returncode else ""
+
+
+needs_systemd_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+
+
+@needs_systemd_analyze
+def test_the_shipped_unit_passes_systemd_analyze_verify(tmp_path):
+    home = tmp_path / "home"
+    (home / ".local" / "bin").mkdir(parents=True)
+    exe = home / ".local" / "bin" / "iqs-daemon"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    unit = tmp_path / "iqs-daemon.service"
+    shutil.copyfile(REPO / "systemd" / "iqs-daemon.service", unit)
+    assert systemd_verify(unit, tmp_path, home) == ""
+
+
+def test_install_service_writes_a_unit_for_the_installed_executable(tmp_path):
+    roots = [tmp_path / "My Photos 100%", tmp_path / "card"]
+    for r in roots:
+        r.mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "iqs-daemon"  # an installed console script, as pip or pipx make it
+    exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m iqs_daemon "$@"\n')
+    exe.chmod(0o755)
+    env = daemon_env(tmp_path, XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
+                     PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    result = subprocess.run([str(exe), "install-service", *map(str, roots)], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    unit = tmp_path / "xdg-config" / "systemd" / "user" / "iqs-daemon.service"
+    text = unit.read_text()
+    assert f'ExecStart="{exe}" "start" "{roots[0]}%" "{roots[1]}"' in text
+    assert "systemctl --user enable --now iqs-daemon" in result.stdout
+    assert "Type=notify" in text and "WatchdogSec=" in text
+    if shutil.which("systemd-analyze"):
+        assert systemd_verify(unit, tmp_path) == ""
+    # No console script anywhere: the unit runs this Python with -m.
+    env["PATH"] = str(Path(sys.executable).parent.parent / "no-such-bin")
+    result = cli(["install-service", str(roots[1])], env)
+    assert result.returncode == 0, result.stderr
+    assert f'ExecStart="{sys.executable}" "-m" "iqs_daemon" "start" "{roots[1]}"' in unit.read_text()
