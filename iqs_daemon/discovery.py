@@ -145,10 +145,13 @@ class _Walker:
                 continue
             if entry.name.startswith(".") or entry.name in IGNORED_FOLDERS:
                 continue
-            if entry.is_symlink() and not self.follow:
-                if is_supported_name(entry.name) or _points_to_dir(entry):
-                    self.skip(Path(entry.path), SYMLINK_SKIPPED)
-                continue
+            if entry.is_symlink():
+                target_is_dir = _points_to_dir(entry)
+                if not self.follow or not (target_is_dir or os.path.exists(entry.path)):
+                    if target_is_dir or is_supported_name(entry.name):
+                        reason = "broken symbolic link" if self.follow else SYMLINK_SKIPPED
+                        self.skip(Path(entry.path), reason)
+                    continue
             try:
                 if entry.is_dir(follow_symlinks=self.follow):
                     if self._first_visit(entry.stat(follow_symlinks=self.follow)):
@@ -158,9 +161,7 @@ class _Walker:
                     if not self.follow or self._first_file(st):
                         yield Candidate(Path(entry.path), st.st_size, st.st_mtime_ns)
             except FileNotFoundError:
-                if entry.is_symlink() and is_supported_name(entry.name):
-                    self.skip(Path(entry.path), "broken symbolic link")
-                # otherwise it vanished while we walked (renamed by a copy tool): nothing to do
+                pass  # it vanished while we walked (renamed by a copy tool): nothing to do
             except OSError as exc:
                 self.skip(Path(entry.path), describe_os_error(exc))
 
