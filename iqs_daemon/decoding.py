@@ -27,7 +27,11 @@ Before any decoder sees the bytes, the size from the header is checked against
 ``OPENCV_IO_MAX_IMAGE_PIXELS``, read once by OpenCV): ours runs first, so it only matters
 if ``max_pixels`` is set above it, and then its error is reported as ``ImageTooLarge`` too.
 
-``rgb`` is returned read-only: ``Decoded`` is an immutable record.
+Failures are ``InputError``s with a one-line reason: ``UnsupportedFormat`` (not an image,
+no usable RAW preview, a codec we lack), ``DecodeError`` (empty, truncated, corrupt),
+``ImageTooLarge``; a file that cannot be read at all (permission denied) is a plain
+``InputError``. ``rgb`` is returned read-only: ``Decoded`` is an immutable record. Nothing
+here keeps state between calls, so ``decode`` may run in several threads at once.
 """
 
 from __future__ import annotations
@@ -390,8 +394,10 @@ def _pq_to_sdr_lut() -> np.ndarray:
 
 
 def _decode_avif(path: Path, data: bytes, max_pixels: int) -> Pixels:
-    from PIL import Image  # imported here: only AVIF needs Pillow's libavif
+    from PIL import Image, features  # imported here: only AVIF needs Pillow's libavif
 
+    if not features.check("avif"):
+        raise UnsupportedFormat(path, "AVIF decoding is not available (Pillow without libavif)")
     if not isobmff_complete(data):
         raise DecodeError(path, "truncated or corrupt AVIF")
     try:
