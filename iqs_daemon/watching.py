@@ -8,7 +8,7 @@ promotes a path once it is complete:
 
 - inotify's close-after-write (``FileClosedEvent``) or a rename into place: at once;
 - otherwise when its size and mtime stayed the same for ``settle_seconds`` and no write
-  is in progress (a write seen without its close waits up to ``stale_write_seconds``).
+  is in progress (data written without its close seen waits up to ``stale_write_seconds``).
 
 ``WatchSet`` runs one observer per root: inotify, or polling when asked
 (``settings.polling``, network shares) or when inotify runs out of watches. An inotify
@@ -224,16 +224,14 @@ class PhotoEventHandler(FileSystemEventHandler):
         return path if is_photo_name(path) and not in_ignored_folder(path, self.root) else None
 
     def on_created(self, event: FileSystemEvent) -> None:
-        self._written(event)
-
-    def on_modified(self, event: FileSystemEvent) -> None:
-        self._written(event)
-
-    def on_attrib(self, event: FileSystemEvent) -> None:
+        # Not "writing": in a new folder watchdog reports the files already there as
+        # created, with no close to follow. A writer's data shows as on_modified.
         if not event.is_directory and (path := self._photo(event.src_path)):
             self._changed(path)
 
-    def _written(self, event: FileSystemEvent) -> None:
+    on_attrib = on_created
+
+    def on_modified(self, event: FileSystemEvent) -> None:
         if not event.is_directory and (path := self._photo(event.src_path)):
             self._changed(path, writing=self.close_events)
 

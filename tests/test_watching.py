@@ -151,6 +151,19 @@ def test_a_move_between_folders_names_its_source(watched):
     assert collector.changes[1][1] == Change(root / "b" / "p.jpg", moved_from=photo)
 
 
+def test_a_folder_moved_in_is_ready_without_waiting_for_a_close(watched, tmp_path):
+    root, _, collector, _, _ = watched
+    # mv ~/Downloads/trip ~/Pictures/: watchdog reports each file inside as created, and
+    # no close follows (the same happens to files written into a folder before its watch).
+    trip = tmp_path / "trip"
+    trip.mkdir()
+    for i in range(20):
+        (trip / f"{i}.jpg").write_bytes(JPEG_BYTES)
+    os.rename(trip, root / "trip")
+    photos = sorted((root / "trip").iterdir())
+    wait_for(lambda: sorted(collector.paths()) == photos, timeout=3)  # < stale_write_seconds
+
+
 def test_deleted_and_non_photo_files(watched):
     root, _, collector, _, _ = watched
     (root / "notes.txt").write_text("x")
