@@ -2,8 +2,8 @@
 
     scanner thread (backlog, rescans) ----------------------------.
     watchdog threads -> PendingChanges --settle (main thread)--> WorkQueue --> worker thread
-                                                                  triage (state) -> Scorer.process
-                                                                  -> record in state (after the XMP write)
+                                                        triage (state) -> Scorer.process
+                                                        -> record in state (after the XMP write)
 
 The main thread settles pending changes, re-queues due retries, writes the status file,
 pings systemd and handles signals (TERM/INT: stop; HUP: reload the configuration). The
@@ -423,7 +423,7 @@ class Daemon:
         log.warning("failed %s (%s)", error, when)
 
     def _apply_reload(self) -> None:
-        """SIGHUP: read the configuration again; rebuild the Scorer, reloading the model only if needed."""
+        """SIGHUP: read the configuration again; rebuild the Scorer (the model only if needed)."""
         assert self.scorer is not None and self.reload_settings is not None
         try:
             new = self.reload_settings()

@@ -209,7 +209,8 @@ class StateDB:
 
     def _migrate(self) -> None:
         with self.transaction() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied REAL)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied REAL)")
             done = {row[0] for row in conn.execute("SELECT name FROM migrations")}
             pending = [(name, sql) for name, sql in MIGRATIONS if name not in done]
         if pending and done:
@@ -249,8 +250,9 @@ class StateDB:
         """(path, status) of every row, in pages, without holding a read transaction."""
         last = b""
         while True:
-            rows = self._query("SELECT path, status FROM photos WHERE path > ? ORDER BY path LIMIT ?",
-                               (last, batch))
+            rows = self._query(
+                "SELECT path, status FROM photos WHERE path > ? ORDER BY path LIMIT ?",
+                (last, batch))
             if not rows:
                 return
             for row in rows:
@@ -260,13 +262,13 @@ class StateDB:
     def totals(self) -> dict[str, int]:
         """Photos per label ("Rejected", ...), plus "failed"; files that are gone are left out."""
         rows = self._query(
-            "SELECT CASE WHEN status = 'scored' THEN COALESCE(label, 'unknown') ELSE status END AS k,"
-            " COUNT(*) AS n FROM photos WHERE status != 'gone' GROUP BY k")
+            "SELECT CASE WHEN status = 'scored' THEN COALESCE(label, 'unknown') ELSE status END"
+            " AS k, COUNT(*) AS n FROM photos WHERE status != 'gone' GROUP BY k")
         return {r["k"]: r["n"] for r in rows}
 
     def recent_errors(self, limit: int = 5) -> list[PhotoRecord]:
-        rows = self._query("SELECT * FROM photos WHERE status = 'failed' ORDER BY updated DESC LIMIT ?",
-                           (limit,))
+        rows = self._query(
+            "SELECT * FROM photos WHERE status = 'failed' ORDER BY updated DESC LIMIT ?", (limit,))
         return [PhotoRecord.from_row(r) for r in rows]
 
     def scored_since(self, since: float) -> int:
@@ -314,13 +316,15 @@ class StateDB:
                        updated = excluded.updated""",
                 (_key(path), stat.size_bytes, stat.mtime_ns, error, retry_at, now, now),
             )
-            row = conn.execute("SELECT attempts FROM photos WHERE path = ?", (_key(path),)).fetchone()
+            row = conn.execute("SELECT attempts FROM photos WHERE path = ?",
+                               (_key(path),)).fetchone()
         return int(row[0])
 
     def touch(self, path: Path, stat: FileStat, now: float | None = None) -> None:
         """The file changed but its pixels did not (a metadata edit): remember the new stat."""
         with self.transaction() as conn:
-            conn.execute("UPDATE photos SET size_bytes = ?, mtime_ns = ?, updated = ? WHERE path = ?",
+            conn.execute("UPDATE photos SET size_bytes = ?, mtime_ns = ?, updated = ? "
+                         "WHERE path = ?",
                          (stat.size_bytes, stat.mtime_ns, time.time() if now is None else now,
                           _key(path)))
 

@@ -119,7 +119,7 @@ class PendingChanges:
         return True
 
     def pop_ready(self, limit: int) -> list[Change]:
-        """Up to ``limit`` complete changes, removed from the pending set. Stats outside the lock."""
+        """Up to ``limit`` complete changes, removed from the set (files stat'ed unlocked)."""
         if limit <= 0:
             return []
         with self._lock:
@@ -266,7 +266,8 @@ class _LimitAwareInotifyObserver:
     """
 
     @staticmethod
-    def create(on_overflow: Callable[[], None], on_limit: Callable[[OSError], None]) -> BaseObserver:
+    def create(on_overflow: Callable[[], None],
+               on_limit: Callable[[OSError], None]) -> BaseObserver:
         from watchdog.observers.inotify import InotifyObserver
 
         observer = InotifyObserver()

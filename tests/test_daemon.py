@@ -382,6 +382,10 @@ def test_kill_9_mid_backlog_then_restart_scores_every_photo_once(tmp_path, tiny_
     text = log.read_text()
     scored_lines = Counter(re.findall(r"^scored (.+?): ", text, flags=re.M))
     adopted = Counter(re.findall(r"^already scored (.+?): ", text, flags=re.M))
+    first_run = len(re.findall(r"^scored ", text.split("\nwatching ")[1], flags=re.M))
+    print(f"\ncrash: {first_run} scored before SIGKILL, {len(scored_lines) - first_run} after "
+          f"the restart, {len(adopted)} written but unrecorded at the kill and adopted; "
+          f"stopped {stop_seconds:.1f} s after SIGTERM")
     assert max(scored_lines.values()) == 1, scored_lines.most_common(3)
     with StateDB(database) as db:
         state = {p: db.get(p) for p, _ in db.iter_paths()}
@@ -396,6 +400,20 @@ def test_kill_9_mid_backlog_then_restart_scores_every_photo_once(tmp_path, tiny_
     after = json.loads(cli(["status", "--json"], daemon_env(tmp_path)).stdout)
     assert not after["running"] and sum(after["totals"].values()) == n
     assert not list((tmp_path / "run").glob("status*.json"))  # removed on a clean exit
+
+
+def test_status_when_nothing_runs(tmp_path):
+    from typer.testing import CliRunner
+
+    from iqs_daemon.cli import app
+
+    result = CliRunner().invoke(app, ["status"], env=daemon_env(tmp_path))
+    assert result.exit_code == 0
+    assert "iqs-daemon is not running." in result.output
+    assert "none recorded yet" in result.output
+    result = CliRunner().invoke(app, ["status", "--json"], env=daemon_env(tmp_path))
+    report = json.loads(result.output)
+    assert report["running"] is False and report["totals"] == {} and report["pid"] is None
 
 
 # --- systemd ---------------------------------------------------------------------------------

@@ -188,6 +188,21 @@ def test_an_inotify_queue_overflow_asks_for_a_rescan(watched):
     wait_for(lambda: watched[2].paths() == [root / "after.jpg"])
 
 
+def test_a_burst_beyond_the_pending_limit_asks_for_one_rescan(tmp_path):
+    pending = PendingChanges(settle_seconds=0.1, max_entries=5)
+    rescans: list[Path] = []
+    watches = WatchSet([tmp_path], pending, polling=False, poll_interval_seconds=0.2,
+                       follow_symlinks=False, on_rescan=rescans.append)
+    watches.start()
+    try:
+        for i in range(30):
+            (tmp_path / f"{i}.jpg").write_bytes(JPEG_BYTES)
+        wait_for(lambda: rescans == [tmp_path])
+        assert len(pending) == 5  # memory stays bounded; the rescan finds the rest
+    finally:
+        watches.stop()
+
+
 def test_out_of_watches_falls_back_to_polling_with_one_hint(tmp_path, monkeypatch, caplog):
     from watchdog.observers import inotify_c
 

@@ -88,7 +88,9 @@ def collect_status(paths: Paths, *, errors: int = 5) -> dict[str, Any]:
 
 
 @app.command("status")
-def status_command(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+def status_command(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
     """Is the daemon running, what it watches, how far it got, and the last errors."""
     report = collect_status(Paths.from_environment())
     if as_json:
@@ -110,7 +112,8 @@ def render_status(report: dict[str, Any]) -> list[str]:
         lines.append("iqs-daemon is not running.")
     else:
         up = f", up {_duration(report['uptime_seconds'])}" if "uptime_seconds" in report else ""
-        lines.append(f"iqs-daemon is running (pid {report['pid']}{up}), model {report.get('model')}.")
+        lines.append(
+            f"iqs-daemon is running (pid {report['pid']}{up}), model {report.get('model')}.")
         for root in report.get("roots") or []:
             lines.append(f"  watching {root} ({(report.get('backends') or {}).get(root, '?')})")
         if "queue_depth" in report:
