@@ -351,18 +351,20 @@ class WatchSet:
                 if watch is not None:
                     watch.limit_hit = True
 
+            inotify: BaseObserver | None = None
             try:
-                observer = _LimitAwareInotifyObserver.create(
+                inotify = _LimitAwareInotifyObserver.create(
                     on_overflow=lambda: self._overflowed(root), on_limit=on_limit)
-                watch = _RootWatch(root, observer, "inotify")
-                self._schedule(observer, root, close_events=True)
-                observer.start()
+                watch = _RootWatch(root, inotify, "inotify")
+                self._schedule(inotify, root, close_events=True)
+                inotify.start()
                 if not watch.limit_hit:
                     return watch
-                observer.stop()  # some folders below the root got no watch
             except OSError as exc:
                 if exc.errno not in WATCH_LIMIT_ERRNOS:
                     raise
+            if inotify is not None:  # some folders below the root got no watch
+                inotify.stop()
             self._advise(root)
         observer = PollingObserver(timeout=self.poll_interval_seconds)
         self._schedule(observer, root, close_events=False)

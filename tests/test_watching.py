@@ -203,7 +203,10 @@ def test_a_burst_beyond_the_pending_limit_asks_for_one_rescan(tmp_path):
         watches.stop()
 
 
-def test_out_of_watches_falls_back_to_polling_with_one_hint(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("full_at", ["photos", "deep"])  # at the root, or below it
+def test_out_of_watches_falls_back_to_polling_with_one_hint(
+    tmp_path, monkeypatch, caplog, full_at
+):
     from watchdog.observers import inotify_c
 
     root = tmp_path / "photos"
@@ -211,7 +214,7 @@ def test_out_of_watches_falls_back_to_polling_with_one_hint(tmp_path, monkeypatc
     real_add_watch = inotify_c.inotify_add_watch
 
     def add_watch(fd, path, mask):  # the kernel's answer once max_user_watches is reached
-        if path.endswith(b"deep"):
+        if path.endswith(full_at.encode()):
             inotify_c.ctypes.set_errno(errno.ENOSPC)
             return -1
         return real_add_watch(fd, path, mask)
