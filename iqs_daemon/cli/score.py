@@ -1,0 +1,116 @@
+"""``iqs-daemon score``: one-shot scoring of files and folders."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..discovery import iter_candidates
+from ..pipeline import Scorer
+from ..report import RunSummary, outcome_json
+from .app import ExitCode, app
+from .common import CONFIG_OPTION, SET_OPTION, interactive, settings_from
+
+
+@app.command("score")
+def score_command(
+    paths: list[Path] = typer.Argument(..., help="Photos and folders (searched recursively)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Score, but change no file at all."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per photo on stdout."),
+    force: bool = typer.Option(
+        False, "--force", help="Re-score photos that already carry a verdict, and replace "
+        "labels and ratings set by hand."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", help="Decode workers (default: CPU cores)."),
+    config: Path | None = CONFIG_OPTION,
+    sets: list[str] | None = SET_OPTION,
+) -> None:
+    """Score photos and write the verdict into their metadata.
+
+    Each photo gets a digiKam pick label (Rejected / Pending / Accepted), a star rating,
+    its score and, when not Accepted, the reasons (blurred, noisy, under/over-exposed,
+    compressed). RAW and HEIC photos get an .xmp sidecar; the rest embedded XMP.
+
+    Examples:
+
+      iqs-daemon score ~/Pictures/2026-trip
+
+      iqs-daemon score --dry-run --json card/DCIM > verdicts.jsonl
+    """
+    settings = settings_from(config, sets, device=device, jobs=jobs)
+    err = Console(stderr=True)
+    skipped: list[tuple[Path, str]] = []
+
+    def on_skip(path: Path, reason: str) -> None:
+        skipped.append((path, reason))
+        err.print(f"skipped {path}: {reason}", markup=False, highlight=False)
+
+    candidates = list(iter_candidates(paths, follow_symlinks=settings.follow_symlinks, on_skip=on_skip))
+    summary = RunSummary()
+    started = time.perf_counter()
+    with Scorer(settings, dry_run=dry_run, force=force) as scorer:
+        progress = Progress(
+            TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=err, disable=not interactive() or as_json, transient=True,
+        )
+        with progress:
+            task = progress.add_task("score", total=len(candidates))
+            for outcome in scorer.process(candidates):
+                summary.add(outcome)
+                progress.advance(task)
+                if outcome.error:
+                    err.print(f"failed {outcome.error}", markup=False, highlight=False)
+                if as_json:
+                    typer.echo(json.dumps(outcome_json(outcome)))
+        model_label = scorer.model.info.label
+    elapsed = time.perf_counter() - started
+    if not as_json:
+        _print_summary(Console(), summary, elapsed, model_label, dry_run)
+    if summary.failures or skipped:
+        raise typer.Exit(ExitCode.SOME_FAILED)
+
+
+def _print_summary(console: Console, s: RunSummary, elapsed: float, model: str, dry_run: bool) -> None:
+    if s.total == 0:
+        console.print("No photos found.")
+        return
+    labels = Table(title=f"{s.total} photos, model {model}", title_justify="left")
+    labels.add_column("label")
+    labels.add_column("photos", justify="right")
+    for label in s.label_order:
+        labels.add_row(label, str(s.labels.get(label, 0)))
+    if s.statuses.get("unchanged"):
+        labels.add_row("(already scored, skipped)", str(s.statuses["unchanged"]))
+    if s.failures:
+        labels.add_row("[red]failed[/red]", str(len(s.failures)))
+    console.print(labels)
+    worst = s.worst()
+    if worst:
+        table = Table(title="Lowest scores", title_justify="left")
+        table.add_column("score", justify="right")
+        table.add_column("label")
+        table.add_column("reasons")
+        table.add_column("photo", overflow="fold")
+        for o in worst:
+            v = o.verdict
+            assert v is not None
+            table.add_row(f"{v.score:.1f}", v.label.title, ", ".join(v.reasons) or "-", str(o.candidate.path))
+        console.print(table)
+    scored = s.statuses.get("scored", 0)
+    console.print(f"Throughput: {scored / elapsed:.1f} photos/s ({scored} scored in {elapsed:.1f} s)")
+    if dry_run:
+        console.print("Dry run: no file was changed.")
+    else:
+        where = ", ".join(f"{n} {kind}" for kind, n in sorted(s.targets.items())) or "nothing"
+        console.print(f"Written: {where}")
+        if s.kept_user_labels:
+            console.print(f"Kept {s.kept_user_labels} labels or ratings set by hand (use --force to replace).")
+        if len(s.folders) <= 3:
+            for folder in sorted(s.folders):
+                console.print(f"  in {folder}")

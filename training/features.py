@@ -1,0 +1,139 @@
+"""Frozen-backbone features for the rated photos and their distorted copies.
+
+Extraction runs the exported backbone with ONNX Runtime (about 10x faster than eager
+torch on a 2-core CPU) and caches float16 arrays under ``training/cache/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from iqs_daemon import distortions
+from iqs_daemon.views import make_views
+
+from .data import Rated, read_rgb
+
+log = logging.getLogger(__name__)
+
+IMAGE_SIZE = 512
+DETAIL_SIZE = 256
+FAMILIES = list(distortions.PROTOCOL)
+
+# Three severity bands per family, sampled uniformly inside each band. Units as in
+# distortions.PROTOCOL; jpeg bands run from mild (high quality) to strong.
+BANDS: dict[str, tuple[tuple[float, float], ...]] = {
+    "blur": ((0.5, 1.5), (1.5, 3.5), (3.5, 8.0)),
+    "noise": ((3.0, 10.0), (10.0, 22.0), (22.0, 45.0)),
+    "jpeg": ((30.0, 60.0), (10.0, 30.0), (3.0, 10.0)),
+    "overexposure": ((0.3, 1.2), (1.2, 2.2), (2.2, 3.5)),
+    "underexposure": ((0.3, 1.2), (1.2, 2.2), (2.2, 3.5)),
+}
+
+
+def severity(family: str, level: float) -> float:
+    """Map a distortion level to 0..1 (0 = none), monotone in damage: diagnostic targets."""
+    if family == "blur":
+        return float(np.clip(np.log1p(level) / np.log1p(8.0), 0, 1))
+    if family == "noise":
+        return float(np.clip(np.log1p(level / 2) / np.log1p(45.0 / 2), 0, 1))
+    if family == "jpeg":
+        return float(np.clip((95.0 - level) / 92.0, 0, 1) ** 2)
+    return float(np.clip(level / 3.5, 0, 1))
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: np.ndarray
+    detail: np.ndarray
+
+
+def session(onnx_path: Path, threads: int = 2) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+
+
+def extract(sess: ort.InferenceSession, samples: Iterator[Sample], total: int, batch: int = 16
+            ) -> dict[str, np.ndarray]:
+    """Run views through the backbone; returns image/detail features and embeddings."""
+    out: dict[str, list[np.ndarray]] = {"image": [], "detail": [], "embedding": []}
+    pending: list[Sample] = []
+    done, started = 0, time.perf_counter()
+
+    def flush() -> None:
+        nonlocal done
+        for view in ("image", "detail"):
+            pixels = np.stack([getattr(s, view) for s in pending])
+            feats, emb = sess.run(None, {"pixels": pixels})
+            out[view].append(feats.astype(np.float16))
+            if view == "image":
+                out["embedding"].append(emb.astype(np.float16))
+        done += len(pending)
+        pending.clear()
+        if done % (batch * 20) == 0 or done == total:
+            rate = done / (time.perf_counter() - started)
+            log.info("features: %d/%d (%.1f/s, %.0f s left)", done, total, rate, (total - done) / rate)
+
+    for sample in samples:
+        pending.append(sample)
+        if len(pending) == batch:
+            flush()
+    if pending:
+        flush()
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def views_of(rgb: np.ndarray) -> Sample:
+    v = make_views(rgb, IMAGE_SIZE, DETAIL_SIZE)
+    return Sample(v["image"], v["detail"])
+
+
+def rated_samples(items: list[Rated]) -> Iterator[Sample]:
+    for item in items:
+        yield views_of(read_rgb(item.path))
+
+
+def upscale(rgb: np.ndarray, factor: int) -> np.ndarray:
+    import cv2
+
+    h, w = rgb.shape[:2]
+    return cv2.resize(rgb, (w * factor, h * factor), interpolation=cv2.INTER_CUBIC)
+
+
+def distortion_plan(items: list[Rated], seed: int) -> list[dict]:
+    """For each photo: a scale, the clean reference and one random level in each band of
+    each family. Scale 1 distorts the rated 512 px photo; scales 2 and 4 upscale it first
+    (to 1 and 4 MP), so that, as in a camera-resolution photo, the damage is seen mostly
+    by the detail view and hardly by the shrunken whole view."""
+    rng = np.random.default_rng(seed)
+    plan = []
+    for idx, item in enumerate(items):
+        scale = int(rng.choice([1, 2, 4], p=[0.4, 0.3, 0.3]))
+        group = len(plan)
+        plan.append(dict(item=idx, scale=scale, family="none", band=-1, level=0.0, group=group))
+        for family in FAMILIES:
+            for band, (lo, hi) in enumerate(BANDS[family]):
+                plan.append(dict(item=idx, scale=scale, family=family, band=band,
+                                 level=float(rng.uniform(lo, hi)), group=group))
+    return plan
+
+
+def planned_samples(items: list[Rated], plan: list[dict]) -> Iterator[Sample]:
+    cached_idx, base = -1, None
+    for n, entry in enumerate(plan):
+        if entry["item"] != cached_idx:
+            cached_idx = entry["item"]
+            base = read_rgb(items[cached_idx].path)
+            if entry["scale"] > 1:
+                base = upscale(base, entry["scale"])
+        rgb = base if entry["family"] == "none" else distortions.distort(
+            base, entry["family"], entry["level"], seed=n)
+        yield views_of(rgb)
