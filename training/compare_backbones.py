@@ -29,7 +29,7 @@ def main() -> None:
             y = d["mos"]
             best = max(
                 ((srocc(p := ridge_fit_predict(x[tr], y[tr], x[va], a), y[va]), plcc(p, y[va]), a)
-                 for a in (30.0, 100.0, 300.0, 1000.0, 3000.0)),
+                 for a in (1e3, 3e3, 1e4, 3e4, 1e5)),
             )
             print(f"{name} {'+'.join(views):13s} val SROCC {best[0]:.4f} PLCC {best[1]:.4f} (alpha {best[2]})")
 
