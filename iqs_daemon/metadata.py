@@ -10,7 +10,7 @@ What is written (see docs/interop.md for what each photo manager shows):
 - always our own ``Xmp.iqs.*`` record (namespace ``https://iqs-daemon.org/ns/1.0/``),
   ``Xmp.iqs.Reasons`` as an rdf:Bag of defect names.
 
-JPEG, TIFF, PNG and WebP carry the XMP inside; RAW, DNG and HEIF/AVIF get a sidecar.
+JPEG, TIFF, PNG and WebP carry the XMP inside; RAW, DNG, HEIF/AVIF and BMP get a sidecar.
 Every write goes to a copy beside the target, is fsynced and renamed over it. exiv2 runs
 in a worker process (``xmp_worker.py``) so a crash costs one photo, not the daemon.
 
@@ -30,6 +30,16 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .discovery import (
+    AVIF_EXTENSIONS,
+    BMP_EXTENSIONS,
+    HEIF_EXTENSIONS,
+    JPEG_EXTENSIONS,
+    PNG_EXTENSIONS,
+    RAW_EXTENSIONS,
+    TIFF_EXTENSIONS,
+    WEBP_EXTENSIONS,
+)
 from .errors import MetadataError
 from .records import WriteResult
 from .xmp_tags import (
@@ -72,11 +82,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".tif", ".tiff", ".png", ".webp"})
-SIDECAR_EXTENSIONS = frozenset(
-    {".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".pef", ".srw", ".dng"}
-    | {".heic", ".heif", ".hif", ".avif"}
-)
+# Every suffix discovery hands to the scorer has a target here, so no photo is scored
+# and then refused at the write. exiv2 writes XMP into these formats safely:
+EMBEDDED_EXTENSIONS = JPEG_EXTENSIONS | TIFF_EXTENSIONS | PNG_EXTENSIONS | WEBP_EXTENSIONS
+# ... and never into these: exiv2 cannot write HEIF/AVIF, CR3, RAF or RW2 (nor BMP), and
+# digiKam calls RAW writing unsafe, so they get a sidecar and stay byte-identical.
+SIDECAR_EXTENSIONS = RAW_EXTENSIONS | HEIF_EXTENSIONS | AVIF_EXTENSIONS | BMP_EXTENSIONS
 TEMP_SUFFIX = ".iqs-tmp"
 # A new sidecar: exiv2 cannot open an empty file, so it starts as this packet.
 EMPTY_PACKET = (

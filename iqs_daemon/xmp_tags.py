@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .records import Verdict
 
-EXIF_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".tif", ".tiff"})  # EXIF ratings too
+EXIF_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff"})  # EXIF ratings too
 DIAGNOSTICS = ("blur", "noise", "compression", "underexposure", "overexposure")
 WINDOWS_PERCENT = (0, 1, 25, 50, 75, 99)  # stars 0..5 as MicrosoftPhoto/RatingPercent
 COLOR_LABELS = {  # digiKam colour number and the Lightroom/Bridge label name

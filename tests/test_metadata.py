@@ -20,6 +20,7 @@ from PIL import Image
 
 from iqs_daemon import metadata
 from iqs_daemon.config import Settings
+from iqs_daemon.discovery import SUPPORTED_EXTENSIONS
 from iqs_daemon.errors import MetadataError
 from iqs_daemon.metadata import (
     EMBEDDED_EXTENSIONS,
@@ -299,6 +300,10 @@ def test_extension_sets_and_targets(settings, tmp_path):
     )
     assert {".dng", ".heic", ".heif", ".hif", ".avif"} <= SIDECAR_EXTENSIONS
     assert not EMBEDDED_EXTENSIONS & SIDECAR_EXTENSIONS
+    # Every photo discovery finds can take a verdict: none is scored and then refused.
+    assert SUPPORTED_EXTENSIONS == EMBEDDED_EXTENSIONS | SIDECAR_EXTENSIONS
+    assert {".jfif", ".jpe"} <= EMBEDDED_EXTENSIONS
+    assert {".bmp", ".crw", ".nrw", ".sr2", ".x3f"} <= SIDECAR_EXTENSIONS
     jpg = make_photo(tmp_path / "a.JPG")
     assert target_for(jpg, settings) == jpg
     assert target_for(jpg, replace(settings, sidecar_only=True)) == tmp_path / "a.JPG.xmp"
