@@ -11,12 +11,12 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ..config import Paths, load_settings
 from ..errors import IqsError
 from ..metadata import MetadataWriter, StoredMetadata
 from ..records import PickLabel
 from ..xmp_tags import DIAGNOSTICS, READ_KEYS
 from .app import ExitCode, app
+from .common import CONFIG_OPTION, SET_OPTION, settings_from
 
 _VERDICT_ROWS = (
     ("Score", "score"),
@@ -83,9 +83,16 @@ def show(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object per photo.")
     ] = False,
+    config: Path | None = CONFIG_OPTION,
+    sets: list[str] | None = SET_OPTION,
 ) -> None:
-    """Show the verdict and the labels and ratings stored in photos and their sidecars."""
-    settings = load_settings(Paths.from_environment())
+    """Show the verdict and the labels and ratings stored in photos and their sidecars.
+
+    Reads the embedded XMP and both sidecar names (photo.CR2.xmp and photo.xmp).
+
+    Give the same --config / --set as to score: the file it writes to is listed first.
+    """
+    settings = settings_from(config, sets)
     console = Console(highlight=False)
     failed = 0
     with MetadataWriter() as writer:
