@@ -13,7 +13,12 @@ the XMP write succeeded: a crash can only make the daemon repeat idempotent work
 Paths are stored as bytes (``os.fsencode``) so names that are not valid UTF-8 survive.
 Every connection is per thread (SQLite objects may not cross threads) and in WAL mode,
 so ``iqs-daemon status`` reads while the daemon writes. sqlite3 errors become
-``StateError`` with advice for the user.
+``StateError`` with advice for the user. The database and its folder are private to the
+user (0600 / 0700): paths of someone's photos are nobody else's business.
+
+A damaged database is not a reason to stop for good: ``StateDB.open(..., recover=True)``
+moves it aside and starts an empty one, which the daemon's backlog refills from the
+verdicts already in the photos' XMP (no photo is written again).
 """
 
 from __future__ import annotations
@@ -34,7 +39,10 @@ log = logging.getLogger(__name__)
 
 SCORED = "scored"
 FAILED = "failed"
+SKIPPED = "skipped"  # never scored on purpose (a link not followed, an unreadable folder)
 GONE = "gone"  # the file disappeared; the row is kept so a later move can be matched
+GONE_RETENTION_SECONDS = 30 * 24 * 3600.0  # then a move can no longer be recognised
+DAMAGED_WORDS = ("not a database", "malformed", "corrupt")
 
 # Named migrations, applied in order and recorded in the ``migrations`` table.
 MIGRATIONS: tuple[tuple[str, str], ...] = (
@@ -89,7 +97,7 @@ class PhotoRecord:
     score: float | None
     label: str | None  # "Rejected", "Pending", "Accepted"
     model: str | None  # "name version" of the model that scored it
-    status: str  # scored | failed | gone
+    status: str  # scored | failed | skipped | gone
     error: str | None
     attempts: int  # failures in a row
     scored_count: int  # how often the daemon wrote a verdict for this photo
@@ -129,6 +137,24 @@ def translate(exc: sqlite3.Error, database: Path) -> StateError:
     return StateError(f"state database {database}: {exc} ({advice})")
 
 
+def is_damaged(exc: BaseException) -> bool:
+    """True for a StateError (or sqlite3 error) saying the file is not a sound database."""
+    cause = exc.__cause__ if isinstance(exc, StateError) else exc
+    return isinstance(cause, sqlite3.DatabaseError) and any(
+        word in str(cause).lower() for word in DAMAGED_WORDS)
+
+
+def move_aside(database: Path, now: float | None = None) -> Path:
+    """Rename a damaged database (and its -wal/-shm) out of the way; returns the new name."""
+    tag = time.strftime("%Y%m%dT%H%M%S", time.localtime(time.time() if now is None else now))
+    target = database.with_name(f"{database.name}.damaged-{tag}")
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{database}{suffix}")
+        if source.exists():
+            os.replace(source, Path(f"{target}{suffix}"))
+    return target
+
+
 class StateDB:
     """The SQLite state. Thread-safe: one lazy connection per thread."""
 
@@ -139,11 +165,51 @@ class StateDB:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         try:
-            database.parent.mkdir(parents=True, exist_ok=True)
+            database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise StateError(f"cannot create the state folder {database.parent}: "
                              f"{exc.strerror} (set IQS_STATE_DIR to a writable folder)") from exc
-        self._migrate()
+        try:  # created private; SQLite gives its -wal and -shm files the same mode
+            os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        except OSError as exc:
+            raise StateError(f"cannot open the state database {database}: "
+                             f"{exc.strerror} (set IQS_STATE_DIR to a writable folder)") from exc
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(cls, database: Path, *, recover: bool = False, **kwargs: float) -> StateDB:
+        """Open and check the database; with ``recover``, replace a damaged one by an empty one.
+
+        The check (``PRAGMA quick_check``) reads every page once: a second or so for a
+        library of 100,000 photos, at start only.
+        """
+        try:
+            db = cls(database, **kwargs)
+            try:
+                db.check()
+            except BaseException:
+                db.close()
+                raise
+            return db
+        except StateError as exc:
+            if not (recover and is_damaged(exc)):
+                raise
+        aside = move_aside(database)
+        log.warning("state database %s is damaged; moved it to %s and started a new one, "
+                    "rebuilt from the verdicts already in the photos' XMP", database, aside)
+        return cls(database, **kwargs)
+
+    def check(self) -> None:
+        """Raise a StateError if SQLite finds the file damaged."""
+        rows = self._query("PRAGMA quick_check")
+        problems = [r[0] for r in rows if r[0] != "ok"]
+        if problems:
+            exc = sqlite3.DatabaseError(f"database disk image is malformed ({problems[0]})")
+            raise translate(exc, self.database) from exc
 
     def __enter__(self) -> StateDB:
         return self
@@ -267,8 +333,10 @@ class StateDB:
         return {r["k"]: r["n"] for r in rows}
 
     def recent_errors(self, limit: int = 5) -> list[PhotoRecord]:
+        """The last failures and skips, newest first (what ``status`` lists)."""
         rows = self._query(
-            "SELECT * FROM photos WHERE status = 'failed' ORDER BY updated DESC LIMIT ?", (limit,))
+            "SELECT * FROM photos WHERE status IN ('failed', 'skipped') "
+            "ORDER BY updated DESC LIMIT ?", (limit,))
         return [PhotoRecord.from_row(r) for r in rows]
 
     def scored_since(self, since: float) -> int:
@@ -337,10 +405,45 @@ class StateDB:
                 "ELSE status END, updated = ? WHERE path = ?",  # only scored rows become gone
                 (_key(new), time.time() if now is None else now, _key(old)))
 
-    def mark_gone(self, path: Path, now: float | None = None) -> None:
-        """The file disappeared: keep a scored row (a move may bring it back), drop a failure."""
+    def record_skipped(self, path: Path, stat: FileStat, reason: str,
+                       now: float | None = None) -> None:
+        """Not scored on purpose (``reason``), and not retried: the next scan decides again."""
+        now = time.time() if now is None else now
         with self.transaction() as conn:
-            conn.execute("DELETE FROM photos WHERE path = ? AND status = 'failed'", (_key(path),))
+            conn.execute(
+                """INSERT INTO photos (path, size_bytes, mtime_ns, status, error, attempts,
+                       next_attempt_at, first_seen, updated)
+                   VALUES (?, ?, ?, 'skipped', ?, 0, NULL, ?, ?)
+                   ON CONFLICT (path) DO UPDATE SET size_bytes = excluded.size_bytes,
+                       mtime_ns = excluded.mtime_ns, status = 'skipped', error = excluded.error,
+                       attempts = 0, next_attempt_at = NULL, updated = excluded.updated""",
+                (_key(path), stat.size_bytes, stat.mtime_ns, reason, now, now),
+            )
+
+    def forget_skipped(self, below: Path, before: float) -> int:
+        """Drop skip rows below ``below`` not renewed since ``before`` (a scan's start)."""
+        prefix = os.path.join(os.fsencode(below), b"")
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "DELETE FROM photos WHERE status = 'skipped' AND updated < ? "
+                "AND (path = ? OR substr(path, 1, ?) = ?)",
+                (before, _key(below), len(prefix), prefix))
+            return cursor.rowcount
+
+    def prune_gone(self, older_than_seconds: float = GONE_RETENTION_SECONDS,
+                   now: float | None = None) -> int:
+        """Delete rows of photos gone for longer than ``older_than_seconds``; returns how many."""
+        cutoff = (time.time() if now is None else now) - older_than_seconds
+        with self.transaction() as conn:
+            cursor = conn.execute("DELETE FROM photos WHERE status = 'gone' AND updated < ?",
+                                  (cutoff,))
+            return cursor.rowcount
+
+    def mark_gone(self, path: Path, now: float | None = None) -> None:
+        """The file disappeared: keep a scored row (a move may bring it back), drop the rest."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM photos WHERE path = ? AND status IN ('failed', 'skipped')",
+                         (_key(path),))
             conn.execute("UPDATE photos SET status = 'gone', updated = ? "
                          "WHERE path = ? AND status = 'scored'",
                          (time.time() if now is None else now, _key(path)))
