@@ -13,6 +13,8 @@ promotes a path once it is complete:
 ``WatchSet`` runs one observer per root: inotify, or polling when asked
 (``settings.polling``, network shares) or when inotify runs out of watches. An inotify
 queue overflow is reported so the daemon can rescan that root instead of missing files.
+A root that disappears (a card pulled out, a share unmounted) is "absent" until it comes
+back; then it is watched again and rescanned.
 """
 
 from __future__ import annotations
@@ -294,9 +296,23 @@ class _LimitAwareInotifyObserver:
 @dataclass
 class _RootWatch:
     root: Path
-    observer: BaseObserver
-    backend: str  # inotify | polling
+    observer: BaseObserver | None  # None while the root is absent
+    backend: str  # inotify | polling | absent
+    identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the folder watched
     limit_hit: bool = False
+
+    def stop(self) -> None:
+        if self.observer is not None:
+            self.observer.stop()
+
+
+def folder_identity(path: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the folder at ``path``, or None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if os.path.isdir(path) else None
 
 
 class WatchSet:
@@ -328,22 +344,47 @@ class WatchSet:
 
     def stop(self) -> None:
         for watch in self._watches.values():
-            watch.observer.stop()
+            watch.stop()
         for watch in self._watches.values():
-            if watch.observer.is_alive():
+            if watch.observer is not None and watch.observer.is_alive():
                 watch.observer.join(timeout=5)
         self._watches.clear()
 
     def check(self) -> None:
-        """Move roots whose inotify watches ran out to polling (call it from one thread)."""
+        """Follow roots that vanish or come back, and move roots whose inotify watches ran
+        out to polling (call it from one thread, every few seconds)."""
         for root, watch in list(self._watches.items()):
-            if watch.limit_hit and watch.backend == "inotify":
-                watch.observer.stop()
+            identity = folder_identity(root)
+            if identity is None and watch.backend != "absent":
+                watch.stop()
+                self._watches[root] = _RootWatch(root, None, "absent")
+                log.warning("%s disappeared (unmounted?); waiting for it to come back", root)
+            elif identity is not None and identity != watch.identity:
+                # Back, or deleted and made again between two checks: the old watches
+                # follow a folder that is no longer there.
+                watch.stop()
+                self._watches[root] = self._start_root(root, polling=self.polling)
+                log.info("%s is there again; watching and rescanning it", root)
+                self.on_rescan(root)
+            elif watch.limit_hit and watch.backend == "inotify":
+                watch.stop()
                 self._watches[root] = self._start_root(root, polling=True)
                 self._advise(root)
                 self.on_rescan(root)
 
     def _start_root(self, root: Path, *, polling: bool) -> _RootWatch:
+        identity = folder_identity(root)
+        if identity is None:
+            log.warning("%s is not there (yet); watching for it to appear", root)
+            return _RootWatch(root, None, "absent")
+        try:
+            watch = self._start_observer(root, polling=polling)
+        except FileNotFoundError:  # vanished between the stat and the watch
+            return _RootWatch(root, None, "absent")
+        watch.identity = identity
+        return watch
+
+    def _start_observer(self, root: Path, *, polling: bool) -> _RootWatch:
         if not polling:
             watch: _RootWatch | None = None
 
