@@ -8,7 +8,8 @@
   ``$NOTIFY_SOCKET``; no dependency, and a no-op outside systemd.
 - ``render_unit``: the user unit that ``iqs-daemon install-service`` writes.
 
-There is no network listener: status goes through files only.
+There is no network listener: status goes through files only, each readable by the user
+alone (0600, in folders made 0700).
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ class DaemonLock:
 
     def acquire(self, status_file: Path) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise StateError(f"cannot create {self.path}: {exc.strerror} "
                              "(set IQS_STATE_DIR to a writable folder)") from exc
@@ -111,8 +112,10 @@ class StatusFile:
     def write(self, status: Mapping[str, Any]) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(status, indent=1), encoding="utf-8")
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(status, indent=1))
             os.replace(tmp, self.path)
         except OSError as exc:  # status is a convenience: never stop scoring for it
             log.debug("cannot write the status file %s: %s", self.path, exc)
