@@ -5,8 +5,10 @@
     ├── InputError               one photo cannot be used; carries the path
     │   ├── UnsupportedFormat    not a format we decode
     │   ├── DecodeError          a supported format that does not decode (truncated, corrupt)
-    │   └── ImageTooLarge        more pixels than the decompression-bomb limit
+    │   ├── ImageTooLarge        more pixels than the decompression-bomb limit
+    │   └── FileChanged          the file changed while it was being scored (looked at again)
     ├── MetadataError            reading or writing XMP failed; carries the path
+    ├── DatasetError             ``eval``: a labels file or photo folder it cannot use; carries the path
     ├── ModelError               the model file is missing, corrupt or unusable
     └── StateError               the SQLite state cannot be opened or written
         └── DaemonRunning        another daemon holds this state directory; carries its pid
@@ -61,8 +63,16 @@ class ImageTooLarge(InputError):
     pass
 
 
+class FileChanged(InputError):
+    """Replaced or rewritten between its decode and the XMP write: nothing was written."""
+
+
 class MetadataError(FileError):
     pass
+
+
+class DatasetError(FileError):
+    """``iqs-daemon eval`` cannot use this labels CSV or folder (nothing is scored)."""
 
 
 class ModelError(IqsError):

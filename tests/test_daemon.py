@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 
 from iqs_daemon.config import Paths, Settings, load_settings
-from iqs_daemon.daemon import Daemon, retry_delay_seconds
+from iqs_daemon.daemon import Daemon
+from iqs_daemon.worker import retry_delay_seconds
 from iqs_daemon.errors import DecodeError, ImageTooLarge, MetadataError, UnsupportedFormat
 from iqs_daemon.metadata import MetadataWriter
 from iqs_daemon.service import read_lock, sd_notify
@@ -89,7 +90,7 @@ def running(settings: Settings, paths: Paths, roots: list[Path], **kw: object) -
 
 
 def idle(daemon: Daemon) -> bool:
-    return (len(daemon.queue) == 0 and len(daemon.pending) == 0 and daemon._in_flight == 0
+    return (len(daemon.queue) == 0 and len(daemon.pending) == 0 and daemon.in_flight == 0
             and daemon._scan_requests.empty() and daemon.phase == "watching")
 
 
@@ -149,7 +150,7 @@ def test_imports_are_scored_once_when_complete(tmp_path, tiny_model, env_paths):
         time.sleep(1.0)  # room for a (wrong) reaction to our own writes or the moves
         assert idle(daemon)
         assert daemon.counts == {"scored": len(photos), "unchanged": 0, "failed": 0,
-                                 "moved": 3, "touched": 0}
+                                 "moved": 3, "touched": 0, "skipped": 0}
         state = rows(daemon)
         assert set(state) == {*photos[:2], *plain[3:], *moved}
         assert all(r.scored_count == 1 and r.model == MODEL_LABEL for r in state.values())

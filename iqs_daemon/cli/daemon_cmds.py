@@ -19,6 +19,9 @@ from .common import CONFIG_OPTION, SET_OPTION, settings_from
 
 ROOTS_ARGUMENT = typer.Argument(
     ..., help="Folders to watch (recursively).", exists=True, file_okay=False, resolve_path=True)
+# A root may be absent at start (a card, a share not mounted yet): it is watched for.
+START_ROOTS_ARGUMENT = typer.Argument(
+    ..., help="Folders to watch (recursively).", file_okay=False, resolve_path=True)
 SYSTEMCTL_COMMANDS = (
     ["systemctl", "--user", "daemon-reload"],
     ["systemctl", "--user", "enable", "--now", "iqs-daemon"],
@@ -27,7 +30,7 @@ SYSTEMCTL_COMMANDS = (
 
 @app.command("start")
 def start_command(
-    roots: list[Path] = ROOTS_ARGUMENT,
+    roots: list[Path] = START_ROOTS_ARGUMENT,
     no_backlog: bool = typer.Option(
         False, "--no-backlog", help="Do not score photos that were there before the start."),
     poll: bool = typer.Option(
@@ -79,7 +82,8 @@ def collect_status(paths: Paths, *, errors: int = 5) -> dict[str, Any]:
         with StateDB(paths.database) as db:
             report["totals"] = db.totals()
             report["last_errors"] = [
-                {"path": str(r.path), "error": r.error, "attempts": r.attempts,
+                {"path": str(r.path), "status": r.status, "error": r.error,
+                 "attempts": r.attempts,
                  "retry_at": r.next_attempt_at, "updated": r.updated}
                 for r in db.recent_errors(errors)]
             if not live:
@@ -123,7 +127,7 @@ def render_status(report: dict[str, Any]) -> list[str]:
         lines.append(f"Speed: {report['photos_per_second']:.2f} photos/s over the last minute.")
     totals = report["totals"]
     if totals:
-        order = ["Accepted", "Pending", "Rejected", "failed"]
+        order = ["Accepted", "Pending", "Rejected", "failed", "skipped"]
         parts = [f"{totals[k]} {k}" for k in order if k in totals]
         parts += [f"{n} {k}" for k, n in sorted(totals.items()) if k not in order]
         lines.append(f"Photos: {', '.join(parts)}.")
@@ -133,7 +137,8 @@ def render_status(report: dict[str, Any]) -> list[str]:
         lines.append("Last errors:")
         for e in report["last_errors"]:
             retry = (f"retry at {time.strftime('%H:%M', time.localtime(e['retry_at']))}"
-                     if e["retry_at"] else "waits for the file to change")
+                     if e["retry_at"] else "skipped" if e.get("status") == "skipped"
+                     else "waits for the file to change")
             lines.append(f"  {e['path']}: {e['error']} ({retry})")
     return lines
 

@@ -1,0 +1,313 @@
+"""What the daemon's worker thread does with each changed path: triage, score, record.
+
+    Change --triage (state, lstat, pixels)--> Candidate --DaemonScorer.process--> Outcome
+           --record--> a state row (after the XMP write)
+
+Deciding what to score (``triage``), for a changed path with stat ``s``:
+
+- it is not a photo we may read: a symbolic link while links are not followed, a link or
+  a path that leads outside the watched folders, not a regular file. It is recorded as
+  ``skipped`` with the reason, never scored;
+- its row has stat ``s``: nothing to do (this is how our own XMP writes are ignored: the
+  row is written after the write, with the photo's new size and mtime), unless the row
+  is from an older model or a failure is due for a retry;
+- it was renamed from a path with a row: the row moves with it (the XMP travelled too);
+- no row: a row for a vanished file with the same size and mtime and the same pixel
+  fingerprint is a move made while we were not watching; otherwise it is scored;
+- its row has another stat: the photo is decoded here to compare its pixel fingerprint.
+  The same pixels (another program edited the metadata) only update the stat; other
+  pixels are scored again. Decoding first costs one decode, but spares the model run and
+  the XMP write for every metadata edit, by far the common case.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat as stat_mod
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import decoding, discovery
+from .errors import (
+    DecodeError,
+    FileChanged,
+    ImageTooLarge,
+    IqsError,
+    MetadataError,
+    StateError,
+    UnsupportedFormat,
+)
+from .pipeline import Outcome, Prepared, Scorer
+from .records import Candidate, Verdict
+from .state import FAILED, GONE, SCORED, SKIPPED, FileStat, PhotoRecord, StateDB
+from .watching import Change, is_photo_name
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 6  # transient failures in a row before a photo waits for the file to change
+MAX_RETRY_DELAY_SECONDS = 6 * 3600.0
+OUTSIDE_ROOTS = "leads outside the watched folders"
+
+
+def retry_delay_seconds(error: IqsError, attempts: int, base_seconds: float) -> float | None:
+    """Seconds until the next try after ``attempts`` failures, or None: wait for a change.
+
+    Transient: a decode error (the file may still be copying), a metadata error (a busy or
+    read-only file, a full disk), an OS error (permission denied). Permanent: an
+    unsupported format, a decompression bomb, a file that crashed exiv2.
+    """
+    if isinstance(error, (UnsupportedFormat, ImageTooLarge)) or attempts >= MAX_ATTEMPTS:
+        return None
+    if isinstance(error, MetadataError) and "crash" in error.reason:
+        return None
+    if isinstance(error, (DecodeError, MetadataError)) or isinstance(error.__cause__, OSError):
+        return min(base_seconds * 2 ** (attempts - 1), MAX_RETRY_DELAY_SECONDS)
+    return None
+
+
+class DaemonScorer(Scorer):
+    """The pipeline's Scorer with two changes the daemon needs.
+
+    - Photos whose pixels changed are scored even though their XMP carries a current
+      verdict (``Scorer.already_scored`` looks at the model only, not the fingerprint).
+    - Nothing is written into a file that changed since it was decoded (replaced by a copy
+      tool or an editor meanwhile): that verdict would describe other pixels.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.pixels_changed: set[Path] = set()
+
+    def already_scored(self, candidate: Candidate) -> bool:
+        return candidate.path not in self.pixels_changed and super().already_scored(candidate)
+
+    def write_stage(self, item: Prepared, verdict: Verdict) -> Outcome:
+        candidate = item.candidate
+        if FileStat.of(candidate.path) != FileStat(candidate.size_bytes, candidate.mtime_ns):
+            error = FileChanged(candidate.path, "changed while it was being scored")
+            return Outcome(candidate, "failed", verdict=verdict, error=error,
+                           fingerprint=item.fingerprint, decode_source=item.source)
+        return super().write_stage(item, verdict)
+
+
+class Worker:
+    """Owns the Scorer and every state write the scoring makes (one thread)."""
+
+    def __init__(self, db: StateDB, scorer: DaemonScorer, settings: Settings, roots: list[Path],
+                 *, retry_base_seconds: float, look_again: Callable[[Path], None]):
+        self.db = db
+        self.scorer = scorer
+        self.settings = settings
+        self.roots = roots
+        self.real_roots = [Path(os.path.realpath(r)) for r in roots]
+        self.retry_base_seconds = retry_base_seconds
+        self.look_again = look_again  # the path changed under us: settle and triage again
+        self.counts = {"scored": 0, "unchanged": 0, "failed": 0, "moved": 0, "touched": 0,
+                       "skipped": 0}
+        self.in_flight = 0
+        self.heartbeat = time.monotonic()
+        self.scored_times: deque[float] = deque()
+        self._counts_lock = threading.Lock()
+
+    @property
+    def model_label(self) -> str:
+        return self.scorer.model.info.label
+
+    def _count(self, key: str) -> None:
+        with self._counts_lock:
+            self.counts[key] += 1
+
+    # -- triage ----------------------------------------------------------------------------
+    def triage(self, change: Change) -> Candidate | None:
+        """The Candidate to score for ``change``, or None (see the module docstring)."""
+        path = change.path
+        found = self.inspect(path)
+        if found is None:
+            self.db.mark_gone(path)
+            return None
+        if isinstance(found, str):
+            self.skip(path, found)
+            return None
+        stat = found
+        row = self.db.get(path)
+        if row is not None and row.status == SKIPPED:
+            row = None  # the reason no longer holds
+        if change.moved_from is not None and (row is None or row.stat != stat):
+            row = self._follow_move(change.moved_from, path) or row
+        if row is None or row.status == GONE:
+            row = self._find_moved(path, stat) or row
+        if row is not None and row.stat == stat:
+            if row.status == SCORED and row.model == self.model_label:
+                return None
+            if row.status == FAILED and (row.next_attempt_at is None or (
+                    change.reason != "retry" and row.next_attempt_at > time.time())):
+                return None
+        elif row is not None and row.status == SCORED and row.fingerprint:
+            fingerprint = self._fingerprint(path)
+            if fingerprint == row.fingerprint:
+                self.db.touch(path, stat)
+                self._count("touched")
+                log.debug("metadata changed, pixels did not: %s", path)
+                return None
+            if fingerprint is not None:
+                self.scorer.pixels_changed.add(path)
+        return Candidate(path, stat.size_bytes, stat.mtime_ns)
+
+    def inspect(self, path: Path) -> FileStat | str | None:
+        """The stat of a photo we may score, a reason to skip it, or None: no such file."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        if not is_photo_name(path):
+            return None
+        if stat_mod.S_ISLNK(st.st_mode):
+            if not self.settings.follow_symlinks:
+                return discovery.SYMLINK_SKIPPED
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                return "symbolic link loop" if exc.errno == errno.ELOOP else "broken symbolic link"
+        if not stat_mod.S_ISREG(st.st_mode):
+            return "not a regular file"
+        if not self.confined(path):
+            return OUTSIDE_ROOTS
+        return FileStat(st.st_size, st.st_mtime_ns)
+
+    def confined(self, path: Path) -> bool:
+        """The file itself (links resolved) lies below one of the watched folders."""
+        real = Path(os.path.realpath(path))
+        return any(real.is_relative_to(root) for root in self.real_roots)
+
+    def skip(self, path: Path, reason: str) -> None:
+        """Record why ``path`` is not scored (renewed at every scan; logged once)."""
+        stat = _lstat(path)
+        if stat is None:
+            return
+        row = self.db.get(path)
+        self.db.record_skipped(path, stat, reason)
+        if row is None or row.status != SKIPPED or row.error != reason:
+            self._count("skipped")
+            log.info("skipped %s: %s", path, reason)
+
+    def _follow_move(self, old: Path, new: Path) -> PhotoRecord | None:
+        row = self.db.get(old)
+        if row is None or os.path.lexists(old):
+            return None
+        self.db.move(old, new)
+        self._count("moved")
+        log.info("moved %s -> %s", old, new)
+        return self.db.get(new)
+
+    def _find_moved(self, path: Path, stat: FileStat) -> PhotoRecord | None:
+        """A row for a vanished file with this stat and these pixels: moved while unwatched."""
+        rows = [r for r in self.db.find_by_stat(stat)
+                if r.path != path and r.fingerprint and not os.path.lexists(r.path)]
+        if not rows:
+            return None
+        fingerprint = self._fingerprint(path)
+        for row in rows:
+            if row.fingerprint == fingerprint:
+                return self._follow_move(row.path, path)
+        return None
+
+    def _fingerprint(self, path: Path) -> str | None:
+        try:
+            return decoding.decode(path, min_short_side=self.scorer.model.info.min_short_side,
+                                   max_pixels=self.settings.max_pixels).fingerprint
+        except IqsError:
+            return None  # scoring will fail the same way and record why
+
+    # -- scoring and recording ---------------------------------------------------------------
+    def score(self, candidates: list[Candidate], stopping: threading.Event) -> None:
+        self.in_flight = len(candidates)
+        try:
+            for outcome in self.scorer.process(candidates):
+                self.heartbeat = time.monotonic()
+                self.in_flight -= 1
+                try:
+                    self.record(outcome)
+                except StateError as exc:
+                    # The XMP is written; the next scan adopts it from there.
+                    log.error("%s: not recorded: %s", outcome.candidate.path, exc)
+                if stopping.is_set():
+                    break  # the rest is found again by the next start's backlog
+        except Exception:  # a bug or a broken model: log it, keep the daemon alive
+            log.exception("scoring %d photos failed", len(candidates))
+        finally:
+            self.in_flight = 0
+            self.scorer.pixels_changed.difference_update(c.path for c in candidates)
+
+    def record(self, outcome: Outcome) -> None:
+        """Remember what happened, with the photo's stat *after* our write."""
+        path = outcome.candidate.path
+        stat = FileStat.of(path)
+        if stat is None:
+            self.db.mark_gone(path)
+            return
+        if isinstance(outcome.error, FileChanged):
+            log.debug("%s changed while it was scored; looking at it again", path)
+            self.look_again(path)
+            return
+        if outcome.status == "scored" and outcome.verdict is not None:
+            v = outcome.verdict
+            written = outcome.write is not None and outcome.write.written
+            self.db.record_scored(path, stat, fingerprint=outcome.fingerprint, score=v.score,
+                                  label=v.label.title, model=f"{v.model_name} {v.model_version}",
+                                  counted=written)
+            self._count("scored")
+            self.scored_times.append(time.monotonic())
+            reasons = f" ({', '.join(v.reasons)})" if v.reasons else ""
+            log.info("scored %s: %s %.1f%s", path, v.label.title, v.score, reasons)
+        elif outcome.status == "unchanged":
+            self._adopt(path, stat)
+        else:
+            self._record_failure(path, stat, outcome.error)
+
+    def _adopt(self, path: Path, stat: FileStat) -> None:
+        """The photo already carries a current verdict (scored before the state knew)."""
+        try:
+            stored = self.scorer.metadata.read_stored(path, self.settings)
+        except IqsError as exc:
+            log.warning("cannot read the verdict of %s: %s", path, exc)
+            return
+        label = stored.label.title if stored.label is not None else None
+        self.db.record_scored(path, stat, fingerprint=stored.fingerprint or "", score=stored.score,
+                              label=label, model=f"{stored.model_name} {stored.model_version}",
+                              counted=False)
+        self._count("unchanged")
+        log.info("already scored %s: %s", path, label)
+
+    def _record_failure(self, path: Path, stat: FileStat, error: IqsError | None) -> None:
+        error = error or IqsError("unknown error")
+        row = self.db.get(path)
+        previous = row.attempts if row is not None and row.status == FAILED else 0
+        delay = retry_delay_seconds(error, previous + 1, self.retry_base_seconds)
+        self.db.record_failure(path, stat, getattr(error, "reason", str(error)),
+                               retry_in_seconds=delay)
+        self._count("failed")
+        when = f"retry in {delay:.3g} s" if delay is not None else "not retried until it changes"
+        log.warning("failed %s (%s)", error, when)
+
+    def photos_per_second(self, window_seconds: float, uptime_seconds: float) -> float:
+        now = time.monotonic()
+        while self.scored_times and self.scored_times[0] < now - window_seconds:
+            self.scored_times.popleft()
+        return len(self.scored_times) / min(window_seconds, max(uptime_seconds, 1.0))
+
+
+def _lstat(path: Path) -> FileStat | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return FileStat(st.st_size, st.st_mtime_ns)
