@@ -389,3 +389,169 @@ def test_microsoft_namespace_is_the_one_exiv2_and_windows_write(run):
     assert b'xmlns:MicrosoftPhoto="http://ns.microsoft.com/photo/1.0/"' in packet
     assert b'xmlns:digiKam="http://www.digikam.org/ns/1.0/"' in packet
     assert b'xmlns:iqs="https://iqs-daemon.org/ns/1.0/"' in packet
+
+
+# --- behaviour through the CLI: re-scoring, the user's labels, settings ---------------------
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("models")
+    return {v: build_tiny_model(folder / f"{v}.onnx", version=v) for v in ("test-1", "test-2")}
+
+
+@pytest.fixture
+def env(tmp_path) -> dict[str, str]:
+    return isolated_env(tmp_path / "home")
+
+
+def camera_copy(name: str, folder: Path, new_name: str | None = None) -> Path:
+    source = RAW / name
+    if not source.is_file():
+        pytest.skip(f"camera sample {source} is not available")
+    copy = folder / (new_name or name)
+    shutil.copyfile(source, copy)
+    copy.chmod(0o644)
+    return copy
+
+
+def score_json(env: dict[str, str], model: Path, *args: str) -> dict[str, dict]:
+    result = cli("score", "--json", *model_set(model), *args, env=env)
+    assert result.returncode == 0, result.stderr
+    return {Path(r["path"]).name: r for r in map(json.loads, result.stdout.splitlines())}
+
+
+def exiftool_write(path: Path, *assignments: str) -> None:
+    subprocess.run(
+        ["exiftool", "-q", "-m", "-overwrite_original", *assignments, str(path)], check=True
+    )
+
+
+def others(tags: dict) -> dict:
+    """Every tag iqs-daemon does not own (file system and computed values left out)."""
+    ours = ("XMP-iqs:", "XMP-digiKam:PickLabel", "XMP-xmp:Rating", "XMP-microsoft:Rating")
+    ours += ("IFD0:Rating", "System:", "File:", "ExifTool:", "XMP-x:XMPToolkit")
+    return {k: v for k, v in tags.items() if not k.startswith(ours) and k != "SourceFile"}
+
+
+def test_rescore_replaces_only_our_own_tags(models, env, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    jpg = folder / "dark.jpg"
+    generate(jpg, 40, 1)
+    raw = camera_copy("canon_eos_r6_truncated.cr3", folder)
+    first = score_json(env, models["test-1"], str(folder))
+    assert {first["dark.jpg"]["label"], first[raw.name]["label"]} == {"Rejected", "Pending"}
+    sidecar = Path(f"{raw}.xmp")
+    # Another program adds its own metadata after our first verdict.
+    exiftool_write(jpg, "-XMP-dc:Subject=holiday", "-XMP-dc:Title=Beach", "-IPTC:Keywords=sea",
+                   "-EXIF:Artist=Me", "-XMP-xmp:Label=Blue")  # fmt: skip
+    exiftool_write(sidecar, "-XMP-dc:Subject+=holiday", "-XMP-dc:Subject+=kids",
+                   "-XMP-dc:Description=dusk")  # fmt: skip
+    before = exiftool_many([jpg, sidecar])
+    scan, pixels = jpeg_scan(jpg.read_bytes()), decode_pixels(jpg)
+
+    # A new model version: our labels change (they match our record: not the user's).
+    second = score_json(
+        env, models["test-2"], "--set", "verdict.reject_below=1", "--set",
+        "verdict.accept_from=2", str(folder),
+    )  # fmt: skip
+
+    after = exiftool_many([jpg, sidecar])
+    for path in (jpg, sidecar):
+        record = second[path.name.removesuffix(".xmp")]
+        assert (record["label"], record["kept_user_label"]) == ("Accepted", False)
+        tags = after[path]
+        assert tags["XMP-digiKam:PickLabel"] == 3
+        assert tags["XMP-xmp:Rating"] == record["stars"]
+        assert tags["XMP-iqs:ModelVersion"] == "test-2"
+        assert "XMP-iqs:Reasons" not in tags, "reasons that no longer apply are removed"
+        assert others(tags) == others(before[path]), "every other tag is as it was"
+    assert (after[jpg]["XMP-dc:Subject"], after[jpg]["IPTC:Keywords"]) == (["holiday"], "sea")
+    assert (after[jpg]["IFD0:Artist"], after[jpg]["XMP-xmp:Label"]) == ("Me", "Blue")
+    assert after[sidecar]["XMP-dc:Subject"] == ["holiday", "kids"]
+    assert jpeg_scan(jpg.read_bytes()) == scan
+    assert np.array_equal(decode_pixels(jpg), pixels)
+
+
+USER_SIDECAR = """<x:xmpmeta xmlns:x="adobe:ns:meta/">
+ <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+  <rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/"
+    xmlns:digiKam="http://www.digikam.org/ns/1.0/" xmp:Rating="5" digiKam:PickLabel="3"/>
+ </rdf:RDF>
+</x:xmpmeta>
+"""
+
+
+def test_the_users_labels_are_kept_unless_force(models, env, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    jpg = folder / "dark.jpg"
+    generate(jpg, 30, 2)
+    exiftool_write(jpg, "-XMP-digiKam:PickLabel=3", "-XMP-xmp:Rating=5")  # set in digiKam
+    heic = folder / "dark.heic"
+    generate(heic, 30, 3)
+    sidecar = Path(f"{heic}.xmp")
+    sidecar.write_text(USER_SIDECAR, encoding="utf-8")  # digiKam's own sidecar
+    heic_digest = hashlib.sha256(heic.read_bytes()).hexdigest()
+
+    text = cli("score", *model_set(models["test-1"]), str(folder), env=env)
+    assert text.returncode == 0, text.stderr
+    assert "Kept 2 labels or ratings set by hand (use --force to replace)." in text.stdout
+    for path in (jpg, sidecar):
+        tags = exiftool_many([path])[path]
+        assert (tags["XMP-digiKam:PickLabel"], tags["XMP-xmp:Rating"]) == (3, 5)
+        assert tags["XMP-iqs:Label"] == "Rejected", "our verdict is recorded anyway"
+        assert "XMP-iqs:PickLabel" not in tags, "and we do not claim the label"
+    shown = json.loads(cli("show", "--json", str(heic), env=env).stdout)
+    assert (shown["pick_label"], shown["rating"], shown["label"]) == ("Accepted", 5, "Rejected")
+
+    forced = score_json(env, models["test-1"], "--force", str(folder))
+    assert not any(r["kept_user_label"] for r in forced.values())
+    for path in (jpg, sidecar):
+        tags = exiftool_many([path])[path]
+        assert (tags["XMP-digiKam:PickLabel"], tags["XMP-xmp:Rating"]) == (1, -1)
+    assert hashlib.sha256(heic.read_bytes()).hexdigest() == heic_digest
+
+
+def test_sidecar_only_never_modifies_an_original(models, env, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for seed, name in enumerate(("a.jpg", "b.jfif", "c.png", "d.tif", "e.webp")):
+        generate(folder / name, 200, seed)
+    camera_copy("canon_eos6d_linear.dng", folder)
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_ino)
+              for p in folder.iterdir()}  # fmt: skip
+    sidecar_only = ("--set", "metadata.sidecar_only=true")
+
+    records = score_json(env, models["test-1"], *sidecar_only, str(folder))
+
+    assert set(records) == set(before)
+    for name, (data, mtime_ns, inode) in before.items():
+        photo = folder / name
+        assert (photo.read_bytes(), photo.stat().st_mtime_ns, photo.stat().st_ino) == (
+            data, mtime_ns, inode,
+        ), f"{name} was modified"  # fmt: skip
+        assert records[name]["written_to"] == f"{photo}.xmp"
+        tags = exiftool_many([Path(f"{photo}.xmp")])[Path(f"{photo}.xmp")]
+        assert tags["XMP-digiKam:PickLabel"] == PICK[records[name]["label"]]
+        assert not any(k.startswith("IFD0:") for k in tags), "no EXIF ratings in a sidecar"
+        shown = json.loads(cli("show", "--json", *sidecar_only, str(photo), env=env).stdout)
+        assert shown["sources"]["label"] == f"{photo}.xmp"
+
+
+def test_stem_sidecar_names_warn_about_a_raw_jpeg_pair(models, env, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    raw = camera_copy("canon_eos_r6_truncated.cr3", folder, "IMG_0001.CR3")
+    generate(folder / "IMG_0001.JPG", 200, 4)
+    stem = ("--set", "metadata.sidecar_naming=stem")
+
+    result = cli("score", "--json", *model_set(models["test-1"]), *stem, str(raw), env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["written_to"] == str(folder / "IMG_0001.xmp")
+    assert "IMG_0001.CR3 and IMG_0001.JPG share the sidecar IMG_0001.xmp" in result.stderr
+    assert not Path(f"{raw}.xmp").exists()
+    shown = json.loads(cli("show", "--json", *stem, str(raw), env=env).stdout)
+    assert shown["sources"]["label"] == str(folder / "IMG_0001.xmp")
