@@ -8,7 +8,7 @@ What is written (see docs/interop.md for what each photo manager shows):
   ``Exif.Image.Rating`` / ``Exif.Image.RatingPercent``;
 - with ``color_label``: ``Xmp.digiKam.ColorLabel`` and ``Xmp.xmp.Label``;
 - always our own ``Xmp.iqs.*`` record (namespace ``https://iqs-daemon.org/ns/1.0/``),
-  ``Xmp.iqs.Reasons`` as an rdf:Bag of defect names.
+  ``Xmp.iqs.Reasons`` as an rdf:Seq of reasons, strongest first.
 
 JPEG, TIFF, PNG and WebP carry the XMP inside; RAW, DNG, HEIF/AVIF and BMP get a sidecar.
 Every write goes to a copy beside the target, is fsynced and renamed over it. exiv2 runs
