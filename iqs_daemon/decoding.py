@@ -200,6 +200,8 @@ def _decode_full(path: Path, data: bytes, kind: str, max_pixels: int) -> Pixels:
     if size is None:
         raise DecodeError(path, f"truncated or corrupt {name}")
     _check_pixels(path, *size, max_pixels)
+    if kind == "png":
+        data = drop_large_png_text(data)
     try:
         # UNCHANGED keeps 16-bit and alpha; it also skips EXIF orientation, applied below.
         image, types, blobs = cv2.imdecodeWithMetadata(
@@ -213,6 +215,25 @@ def _decode_full(path: Path, data: bytes, kind: str, max_pixels: int) -> Pixels:
     if kind in ("png", "webp"):  # libtiff turns TIFFs itself; BMP has no EXIF
         rgb = apply_orientation(rgb, _metadata_orientation(types, blobs))
     return rgb, (rgb.shape[1], rgb.shape[0]), kind
+
+
+PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+MAX_PNG_TEXT_BYTES = 1 << 20
+
+
+def drop_large_png_text(data: bytes) -> bytes:
+    """The PNG without text chunks over 1 MiB (an XMP packet of tens of MB): OpenCV refuses
+    such chunks as "too large", and the pixels do not depend on them."""
+    chunks, pos, dropped = [data[:8]], 8, False
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        end = pos + 12 + length
+        if data[pos + 4:pos + 8] in PNG_TEXT_CHUNKS and length > MAX_PNG_TEXT_BYTES:
+            dropped = True
+        else:
+            chunks.append(data[pos:end])
+        pos = end
+    return b"".join(chunks) + data[pos:] if dropped else data
 
 
 def _metadata_orientation(types: object, blobs: object) -> int:

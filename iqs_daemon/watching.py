@@ -415,7 +415,9 @@ class WatchSet:
     def _schedule(self, observer: BaseObserver, root: Path, *, close_events: bool) -> None:
         handler = PhotoEventHandler(self.pending, root, close_events=close_events,
                                     on_overflow=lambda: self._overflowed(root))
-        observer.schedule(handler, str(root), recursive=True, follow_symlink=self.follow_symlinks)
+        # Never into linked folders: watchdog follows a link loop until the path is too long.
+        # With follow_symlinks, linked folders are read by the scans (start, rescans).
+        observer.schedule(handler, str(root), recursive=True, follow_symlink=False)
 
     def _overflowed(self, root: Path) -> None:
         log.warning("too many changes at once below %s; rescanning it", root)

@@ -38,6 +38,7 @@ from .errors import (
     DecodeError,
     FileChanged,
     ImageTooLarge,
+    InputError,
     IqsError,
     MetadataError,
     StateError,
@@ -47,6 +48,7 @@ from .pipeline import Outcome, Prepared, Scorer
 from .records import Candidate, Verdict
 from .state import FAILED, GONE, SCORED, SKIPPED, FileStat, PhotoRecord, StateDB
 from .watching import Change, is_photo_name
+from .xmp_worker import Exiv2Error, WorkerStartError
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -62,13 +64,16 @@ def retry_delay_seconds(error: IqsError, attempts: int, base_seconds: float) -> 
     """Seconds until the next try after ``attempts`` failures, or None: wait for a change.
 
     Transient: a decode error (the file may still be copying), a metadata error (a busy or
-    read-only file, a full disk), an OS error (permission denied). Permanent: an
-    unsupported format, a decompression bomb, a file that crashed exiv2.
+    read-only file or folder, a full disk), an OS error (permission denied). Permanent: an
+    unsupported format, a decompression bomb, metadata exiv2 refuses (a corrupt EXIF or
+    XMP block) or that crashed it.
     """
     if isinstance(error, (UnsupportedFormat, ImageTooLarge)) or attempts >= MAX_ATTEMPTS:
         return None
-    if isinstance(error, MetadataError) and "crash" in error.reason:
-        return None
+    if isinstance(error, MetadataError) and ("crash" in error.reason or (
+            isinstance(error.__cause__, Exiv2Error)
+            and not isinstance(error.__cause__, WorkerStartError))):
+        return None  # exiv2 refused or crashed on this content: the same next time
     if isinstance(error, (DecodeError, MetadataError)) or isinstance(error.__cause__, OSError):
         return min(base_seconds * 2 ** (attempts - 1), MAX_RETRY_DELAY_SECONDS)
     return None
@@ -229,23 +234,40 @@ class Worker:
 
     # -- scoring and recording ---------------------------------------------------------------
     def score(self, candidates: list[Candidate], stopping: threading.Event) -> None:
+        """Score and record ``candidates``. An unexpected error (a bug, a file that trips a
+        library in a way we do not translate) costs that photo, never the batch."""
+        done: set[Path] = set()
         self.in_flight = len(candidates)
         try:
             for outcome in self.scorer.process(candidates):
                 self.heartbeat = time.monotonic()
                 self.in_flight -= 1
-                try:
-                    self.record(outcome)
-                except StateError as exc:
-                    # The XMP is written; the next scan adopts it from there.
-                    log.error("%s: not recorded: %s", outcome.candidate.path, exc)
+                done.add(outcome.candidate.path)
+                self._record_guarded(outcome)
                 if stopping.is_set():
-                    break  # the rest is found again by the next start's backlog
-        except Exception:  # a bug or a broken model: log it, keep the daemon alive
-            log.exception("scoring %d photos failed", len(candidates))
+                    return  # the rest is found again by the next start's backlog
+        except Exception as exc:
+            rest = [c for c in candidates if c.path not in done]
+            if len(rest) == 1:
+                log.debug("scoring %s failed", rest[0].path, exc_info=True)
+                error = InputError(rest[0].path, f"unexpected error: {exc}")
+                self._record_guarded(Outcome(rest[0], "failed", error=error))
+            else:
+                log.warning("scoring %d photos failed (%s); trying them one by one",
+                            len(rest), exc)
+                for candidate in rest:
+                    if not stopping.is_set():
+                        self.score([candidate], stopping)
         finally:
             self.in_flight = 0
             self.scorer.pixels_changed.difference_update(c.path for c in candidates)
+
+    def _record_guarded(self, outcome: Outcome) -> None:
+        try:
+            self.record(outcome)
+        except StateError as exc:
+            # The XMP is written; the next scan finds it there and records it.
+            log.error("%s: not recorded: %s", outcome.candidate.path, exc)
 
     def record(self, outcome: Outcome) -> None:
         """Remember what happened, with the photo's stat *after* our write."""
