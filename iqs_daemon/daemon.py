@@ -199,7 +199,8 @@ class Daemon:
             db.close()
         self.status.remove()
         self.lock.release()
-        log.info("stopped")
+        if self.ready.is_set():  # a start that failed says why in one line, and only that
+            log.info("stopped")
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
