@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from iqs_daemon import state
 from iqs_daemon.errors import StateError
-from iqs_daemon.state import FileStat, StateDB
+from iqs_daemon.state import GONE_RETENTION_SECONDS, FileStat, StateDB
 
 S1 = FileStat(1000, 1_700_000_000_000_000_000)
 S2 = FileStat(1200, 1_700_000_000_000_000_000)
@@ -143,3 +144,42 @@ def test_sqlite_errors_become_state_errors_with_advice(tmp_path):
     blocked.write_text("x")
     with pytest.raises(StateError, match="cannot create the state folder"):
         StateDB(blocked / "sub" / "state.sqlite3")
+
+
+def test_long_gone_rows_are_pruned_recent_ones_kept(db, tmp_path):
+    old, recent = tmp_path / "old.jpg", tmp_path / "recent.jpg"
+    for path in (old, recent):
+        db.record_scored(path, FileStat(1, 1), fingerprint="f", score=1.0, label="Rejected",
+                         model="m 1")
+    db.mark_gone(old, now=time.time() - GONE_RETENTION_SECONDS - 60)
+    db.mark_gone(recent)
+    assert db.prune_gone() == 1
+    assert db.get(old) is None and db.get(recent).status == "gone"
+
+
+def test_skipped_rows_are_renewed_by_each_scan_and_forgotten_otherwise(db, tmp_path):
+    link, other = tmp_path / "root" / "link.jpg", tmp_path / "rootless" / "x.jpg"
+    db.record_skipped(link, FileStat(5, 5), "symbolic link", now=100.0)
+    db.record_skipped(other, FileStat(5, 5), "symbolic link", now=100.0)
+    assert db.totals() == {"skipped": 2}
+    assert db.forget_skipped(tmp_path / "root", before=200.0) == 1  # not renewed: gone
+    assert db.get(link) is None and db.get(other).error == "symbolic link"  # another root
+
+
+def test_a_damaged_database_is_moved_aside_only_when_asked(tmp_path):
+    database = tmp_path / "state.sqlite3"
+    database.write_bytes(b"this is not sqlite" * 500)
+    with pytest.raises(StateError, match="not a database.*rebuilds it"):
+        StateDB.open(database)
+    with StateDB.open(database, recover=True) as db:
+        assert db.totals() == {}
+    assert [p.name.startswith("state.sqlite3.damaged-") for p in tmp_path.iterdir()
+            if p.name != "state.sqlite3"] == [True]
+
+
+def test_the_database_is_private(tmp_path):
+    with StateDB(tmp_path / "state" / "s.sqlite3") as db:
+        db.record_skipped(tmp_path / "a.jpg", FileStat(1, 1), "x")
+        assert oct(os.stat(tmp_path / "state").st_mode & 0o777) == "0o700"
+        for name in ("s.sqlite3", "s.sqlite3-wal"):
+            assert oct(os.stat(tmp_path / "state" / name).st_mode & 0o777) == "0o600"
