@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from iqs_daemon.config import Paths, Settings
-from iqs_daemon.daemon import Daemon
 from iqs_daemon.worker import retry_delay_seconds
 from iqs_daemon.errors import DecodeError, ImageTooLarge, MetadataError, UnsupportedFormat
 from iqs_daemon.service import read_lock, sd_notify
