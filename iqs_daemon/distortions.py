@@ -37,7 +37,7 @@ def blur(rgb: np.ndarray, sigma: float, rng: np.random.Generator | None = None) 
 
 def noise(rgb: np.ndarray, sigma: float, rng: np.random.Generator | None = None) -> np.ndarray:
     rng = rng or np.random.default_rng(0)
-    noisy = rgb.astype(np.float32) + rng.normal(0.0, sigma, rgb.shape).astype(np.float32)
+    noisy = rgb.astype(np.float32) + rng.standard_normal(rgb.shape, dtype=np.float32) * sigma
     return np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
 
 

@@ -19,6 +19,21 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .decoding import reduction_factor
+
+
+def working_image(rgb: np.ndarray, min_short_side: int) -> np.ndarray:
+    """Shrink a decode that is still twice ``min_short_side`` or more by the power of two
+    that JPEG's DCT scaling would have used, so a PNG, TIFF or HEIC photo reaches the
+    detail view at the same scale as a JPEG of the same size (the model learnt that scale).
+    """
+    h, w = rgb.shape[:2]
+    factor = reduction_factor(min(h, w), min_short_side) if min_short_side else 1
+    if factor == 1:
+        return rgb
+    size = (-(-w // factor), -(-h // factor))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
 
 def whole_view(rgb: np.ndarray, size: int) -> np.ndarray:
     h, w = rgb.shape[:2]
@@ -74,5 +89,7 @@ def _most_detailed_window(rgb: np.ndarray, size: int) -> tuple[int, int]:
     return top, left
 
 
-def make_views(rgb: np.ndarray, image_size: int, detail_size: int) -> dict[str, np.ndarray]:
+def make_views(rgb: np.ndarray, image_size: int, detail_size: int, min_short_side: int = 0
+               ) -> dict[str, np.ndarray]:
+    rgb = working_image(rgb, min_short_side)
     return {"image": whole_view(rgb, image_size), "detail": detail_view(rgb, detail_size)}

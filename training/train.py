@@ -1,0 +1,259 @@
+"""Step 2: train the head ensemble on cached features.  ``python -m training.train --help``
+
+Three signals, one network:
+
+* opinion scores: MSE plus a batch correlation term on the rated training photos;
+* direction: on each distorted copy set (clean, then three bands of growing damage per
+  family) the score must fall at every step (pairwise hinge), and the strongest band must
+  sit below the Rejected threshold (hinge);
+* diagnostics: each diagnostic regresses the severity of its own family (0 elsewhere and
+  on the clean copy) and must also rise step by step.
+
+Only our validation photos (carved from the official train split) are used to report;
+the official test split is never read here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .extract import CACHE
+from .features import FAMILIES, severity
+from .head import DIAGNOSTICS, Ensemble, QualityHead
+from .metrics import plcc, rmse, srocc
+from .split import train_val_indices
+
+log = logging.getLogger(__name__)
+
+RUNS = Path(__file__).parent / "runs"
+DIAGNOSTIC_OF_FAMILY = {"blur": 0, "noise": 1, "jpeg": 2, "underexposure": 3, "overexposure": 4}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    heads: int = 5
+    epochs: int = 40
+    hidden: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch: int = 128  # rated photos per step; as many distortion sets ride along
+    sets_per_step: int = 8
+    rank_margin: float = 0.03  # MOS units (0..1)
+    reject_margin: float = 0.05
+    rank_weight: float = 1.0
+    reject_weight: float = 1.0
+    diagnostic_weight: float = 1.0
+    correlation_weight: float = 0.1
+
+
+@dataclass
+class Rated:
+    x: np.ndarray  # float32 features, both views
+    mos: np.ndarray
+
+
+@dataclass
+class Distorted:
+    x: np.ndarray
+    sets: np.ndarray  # (n_sets, 16) row indices: clean, then family-major bands
+    targets: np.ndarray  # (n_rows, 5) diagnostic severities
+
+
+def features(d: np.lib.npyio.NpzFile, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+    return np.concatenate([d["image"][rows], d["detail"][rows]], axis=1).astype(np.float32)
+
+
+def load_rated(name: str) -> tuple[Rated, Rated]:
+    """(fit, validation), both from the official train split."""
+    d = np.load(CACHE / f"rated-{name}.npz")
+    train = np.flatnonzero(d["split"] == 0)
+    fit, val = train_val_indices(len(train))
+    return tuple(Rated(features(d, train[i]), d["mos"][train[i]].astype(np.float32))
+                 for i in (fit, val))
+
+
+def load_distorted(path: Path) -> Distorted:
+    d = np.load(path)
+    plan = json.loads(str(d["plan"]))
+    x = features(d)
+    targets = np.zeros((len(plan), len(DIAGNOSTICS)), np.float32)
+    groups: dict[int, list[int]] = {}
+    for row, entry in enumerate(plan):
+        groups.setdefault(entry["group"], []).append(row)
+        if entry["family"] != "none":
+            targets[row, DIAGNOSTIC_OF_FAMILY[entry["family"]]] = severity(entry["family"], entry["level"])
+    sets = np.array([rows for rows in groups.values()], np.int64)
+    return Distorted(x, sets, targets)
+
+
+def direction_losses(score: torch.Tensor, diag: torch.Tensor, n_sets: int, cfg: TrainConfig,
+                     reject_below: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """score, diag: rows of ``n_sets`` distortion sets, each clean then 5 families x 3 bands."""
+    s = score.view(n_sets, 1 + 3 * len(FAMILIES))
+    clean, bands = s[:, :1], s[:, 1:].reshape(n_sets, len(FAMILIES), 3)
+    chain = torch.cat([clean.unsqueeze(1).expand(-1, len(FAMILIES), 1), bands], dim=2)
+    rank = torch.relu(cfg.rank_margin - (chain[:, :, :-1] - chain[:, :, 1:])).mean()
+    reject = torch.relu(bands[:, :, 2] - (reject_below - cfg.reject_margin)).mean()
+    # The matching diagnostic rises along the same chain.
+    g = diag.view(n_sets, 1 + 3 * len(FAMILIES), len(DIAGNOSTICS))
+    rises = []
+    for f, family in enumerate(FAMILIES):
+        k = DIAGNOSTIC_OF_FAMILY[family]
+        series = torch.cat([g[:, :1, k], g[:, 1 + 3 * f: 4 + 3 * f, k]], dim=1)
+        rises.append(torch.relu(0.02 - (series[:, 1:] - series[:, :-1])))
+    return rank, reject, torch.cat(rises, dim=1).mean()
+
+
+def correlation_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    p, t = pred - pred.mean(), target - target.mean()
+    return 1 - (p * t).sum() / (p.norm() * t.norm() + 1e-8)
+
+
+def train_head(seed: int, fit: Rated, dist: Distorted, mean: torch.Tensor, std: torch.Tensor,
+               cfg: TrainConfig, reject_below: float) -> QualityHead:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    head = QualityHead(mean, std, hidden=cfg.hidden)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(fit.mos) // cfg.batch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    x_fit, y_fit = torch.from_numpy(fit.x), torch.from_numpy(fit.mos)
+    x_dist, t_dist = torch.from_numpy(dist.x), torch.from_numpy(dist.targets)
+    bce = nn.BCELoss()
+    for epoch in range(cfg.epochs):
+        order = rng.permutation(len(y_fit))
+        head.train()
+        for step in range(steps_per_epoch):
+            idx = torch.from_numpy(order[step * cfg.batch:(step + 1) * cfg.batch])
+            sets = dist.sets[rng.choice(len(dist.sets), cfg.sets_per_step, replace=False)]
+            rows = torch.from_numpy(sets.reshape(-1))
+            score, diag = head(torch.cat([x_fit[idx], x_dist[rows]]))
+            s_r, s_d, d_d = score[: len(idx)], score[len(idx):], diag[len(idx):]
+            mos_loss = nn.functional.mse_loss(s_r, y_fit[idx]) / 0.0373  # MOS variance
+            corr = correlation_loss(s_r, y_fit[idx])
+            rank, reject, rise = direction_losses(s_d, d_d, len(sets), cfg, reject_below)
+            diag_loss = bce(d_d, t_dist[rows])
+            loss = (mos_loss + cfg.correlation_weight * corr + cfg.rank_weight * rank / cfg.rank_margin
+                    + cfg.reject_weight * reject / cfg.reject_margin
+                    + cfg.diagnostic_weight * (diag_loss + rise / 0.02))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        if epoch % 10 == 9 or epoch == cfg.epochs - 1:
+            log.info("head %d epoch %d: mos %.3f rank %.3f reject %.3f diag %.3f rise %.3f", seed,
+                     epoch + 1, mos_loss.item(), rank.item(), reject.item(), diag_loss.item(), rise.item())
+    return head.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: np.ndarray, batch: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    outs = [model(torch.from_numpy(x[i:i + batch])) for i in range(0, len(x), batch)]
+    return (torch.cat([o[0] for o in outs]).numpy(), torch.cat([o[1] for o in outs]).numpy())
+
+
+def direction_report(model: nn.Module, dist: Distorted, reject_below: float) -> dict[str, float]:
+    """On held-back distortion sets: share of steps where the score fell, per family."""
+    score, diag = predict(model, dist.x)
+    s = score[dist.sets]
+    report = {}
+    for f, family in enumerate(FAMILIES):
+        chain = np.concatenate([s[:, :1], s[:, 1 + 3 * f: 4 + 3 * f]], axis=1)
+        k = DIAGNOSTIC_OF_FAMILY[family]
+        g = diag[dist.sets][:, :, k]
+        dchain = np.concatenate([g[:, :1], g[:, 1 + 3 * f: 4 + 3 * f]], axis=1)
+        report[family] = {
+            "score_fell": float((np.diff(chain, axis=1) < 0).mean()),
+            "strongest_rejected": float((chain[:, -1] < reject_below).mean()),
+            "diagnostic_rose": float((np.diff(dchain, axis=1) > 0).mean()),
+        }
+    return report
+
+
+def macro_f1(truth: np.ndarray, pred: np.ndarray, classes: int = 3) -> float:
+    f1 = []
+    for c in range(classes):
+        tp = np.sum((pred == c) & (truth == c))
+        denom = np.sum(pred == c) + np.sum(truth == c)
+        f1.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(f1))
+
+
+def fit_thresholds(score: np.ndarray, mos: np.ndarray, tertiles: np.ndarray,
+                   clean_diagnostics: np.ndarray) -> dict:
+    """Verdict thresholds on the 0..100 score, chosen on training-split photos.
+
+    Rejected / Pending / Accepted should match the MOS tertiles (best macro-F1); stars
+    split the range further; a diagnostic becomes a reason above what 95 % of clean
+    (undistorted) photos show.
+    """
+    truth = np.digitize(mos, tertiles)
+    grid = np.quantile(score, np.linspace(0.1, 0.9, 81))
+    best = max((macro_f1(truth, np.digitize(score, [r, a])), r, a)
+               for i, r in enumerate(grid) for a in grid[i + 1:])
+    _, reject_below, accept_from = best
+    top = np.quantile(score, [0.8, 0.95])
+    stars = [reject_below, (reject_below + accept_from) / 2, accept_from, max(top[0], accept_from + 1),
+             max(top[1], accept_from + 2)]
+    reason = float(np.clip(np.quantile(clean_diagnostics, 0.95), 0.2, 0.6))
+    return {"reject_below": round(float(reject_below), 1), "accept_from": round(float(accept_from), 1),
+            "stars": [round(float(v), 1) for v in stars], "reason_threshold": round(reason, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="lite0")
+    parser.add_argument("--distorted", type=Path, required=True, help="distorted-*.npz cache")
+    parser.add_argument("--heads", type=int, default=TrainConfig.heads)
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--out", type=Path, default=RUNS / "head.pt")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(2)
+    cfg = TrainConfig(heads=args.heads, epochs=args.epochs)
+
+    fit, val = load_rated(args.backbone)
+    dist = load_distorted(args.distorted)
+    # Hold back one distortion set in ten to check direction on photos the heads never saw.
+    held = np.zeros(len(dist.sets), bool)
+    held[np.random.default_rng(0).permutation(len(dist.sets))[: len(dist.sets) // 10]] = True
+    train_dist = Distorted(dist.x, dist.sets[~held], dist.targets)
+    check_dist = Distorted(dist.x, dist.sets[held], dist.targets)
+
+    all_x = np.concatenate([fit.x, dist.x[dist.sets[~held].reshape(-1)]])
+    mean, std = torch.from_numpy(all_x.mean(0)), torch.from_numpy(all_x.std(0) + 1e-3)
+    del all_x
+    tertiles = np.quantile(np.concatenate([fit.mos, val.mos]), [1 / 3, 2 / 3])
+    started = time.perf_counter()
+    heads = [train_head(seed, fit, train_dist, mean, std, cfg, float(tertiles[0]))
+             for seed in range(cfg.heads)]
+    model = Ensemble(heads).eval()
+    pred, _ = predict(model, val.x)
+    _, clean_diag = predict(model, dist.x[check_dist.sets[:, 0]])
+    thresholds = fit_thresholds(pred * 100, val.mos, tertiles, clean_diag)
+    figures = {
+        "val_srocc": srocc(pred, val.mos), "val_plcc": plcc(pred, val.mos), "val_rmse": rmse(pred, val.mos),
+        "per_head_val_srocc": [srocc(predict(h, val.x)[0], val.mos) for h in heads],
+        "val_macro_f1": macro_f1(np.digitize(val.mos, tertiles),
+                                 np.digitize(pred * 100, [thresholds["reject_below"], thresholds["accept_from"]])),
+        "direction_held_back": direction_report(model, check_dist, thresholds["reject_below"] / 100),
+        "train_seconds": round(time.perf_counter() - started),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": model.state_dict(), "heads": cfg.heads, "hidden": cfg.hidden,
+                "feature_dim": int(mean.numel()), "mos_tertiles": tertiles.tolist(), "thresholds": thresholds,
+                "config": asdict(cfg), "figures": figures}, args.out)
+    print(json.dumps({"thresholds": thresholds, **figures}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
