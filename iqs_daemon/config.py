@@ -74,8 +74,9 @@ class Settings:
     # [model]
     model_path: str = ""  # empty: the model shipped in the package
     device: str = "auto"  # auto | cpu | cuda
-    batch_size: int = 8
+    batch_size: int = 8  # photos per inference where set; unset: 1 on a CPU, 32 on a GPU
     jobs: int = 0  # decode workers; 0 = one per CPU core
+    threads: int = 0  # ONNX Runtime threads per inference; 0 = chosen against `jobs`
     # [verdict] (None: take the model's own defaults from its metadata)
     reject_below: float | None = None
     accept_from: float | None = None
@@ -108,6 +109,7 @@ SECTIONS: dict[str, str] = {
     "device": "model",
     "batch_size": "model",
     "jobs": "model",
+    "threads": "model",
     "reject_below": "verdict",
     "accept_from": "verdict",
     "reason_threshold": "verdict",
@@ -160,7 +162,8 @@ def _check_value(name: str, value: Any, source: str) -> Any:
         raise ConfigError(f"must be one of {allowed}, got {value!r}", key=key, source=source)
     if name in ("batch_size",) and value < 1:
         raise ConfigError("must be at least 1", key=key, source=source)
-    if name in ("jobs", "max_pixels", "settle_seconds", "poll_interval_seconds") and value < 0:
+    non_negative = ("jobs", "threads", "max_pixels", "settle_seconds", "poll_interval_seconds")
+    if name in non_negative and value < 0:
         raise ConfigError("must not be negative", key=key, source=source)
     return value
 
