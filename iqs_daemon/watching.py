@@ -305,6 +305,10 @@ class _RootWatch:
         if self.observer is not None:
             self.observer.stop()
 
+    def alive(self) -> bool:
+        """False once watchdog gave up on the root (it stops when the root is deleted)."""
+        return self.observer is not None and all(e.is_alive() for e in self.observer.emitters)
+
 
 def folder_identity(path: Path) -> tuple[int, int] | None:
     """(st_dev, st_ino) of the folder at ``path``, or None when there is none."""
@@ -359,9 +363,9 @@ class WatchSet:
                 watch.stop()
                 self._watches[root] = _RootWatch(root, None, "absent")
                 log.warning("%s disappeared (unmounted?); waiting for it to come back", root)
-            elif identity is not None and identity != watch.identity:
-                # Back, or deleted and made again between two checks: the old watches
-                # follow a folder that is no longer there.
+            elif identity is not None and (identity != watch.identity or not watch.alive()):
+                # Back, or deleted and made again between two checks (perhaps with the same
+                # inode number): the old watches follow a folder that is no longer there.
                 watch.stop()
                 self._watches[root] = self._start_root(root, polling=self.polling)
                 log.info("%s is there again; watching and rescanning it", root)
