@@ -1,0 +1,115 @@
+"""In-process measurements: the decode floor, the model floor and the naive pipeline.
+
+Each returns a ``Rate`` over its whole set (after one warm-up item): wall-clock time and
+the CPU time of this process and of the children it reaped (the exiv2 worker), which
+contention from other programs on a shared machine hardly changes. Measured with the
+product's own functions: ``decoding.decode`` + ``QualityModel.prepare`` for the
+decode floor, ``QualityModel.run`` for the model floor, the real ``MetadataWriter``.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import cv2
+
+from iqs_daemon import decoding
+from iqs_daemon.config import Settings
+from iqs_daemon.metadata import MetadataWriter
+from iqs_daemon.model import QualityModel
+from iqs_daemon.verdict import Thresholds, decide
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import numpy as np
+
+MAX_PIXELS = Settings().max_pixels
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (every thread) and of its reaped children."""
+    own, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                                     resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class Clock:
+    """Wall and CPU time from creation to ``rate()``."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), cpu_seconds()
+
+    def rate(self, photos: int) -> Rate:
+        return Rate(photos, time.perf_counter() - self.wall, cpu_seconds() - self.cpu)
+
+
+@dataclass(frozen=True)
+class Rate:
+    photos: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.photos / self.seconds if self.seconds else 0.0
+
+    @property
+    def ms_per_photo(self) -> float:
+        return 1e3 * self.seconds / self.photos if self.photos else 0.0
+
+    @property
+    def cpu_ms_per_photo(self) -> float:
+        return 1e3 * self.cpu_seconds / self.photos if self.photos else 0.0
+
+
+def load_model(path: Path, threads: int, device: str = "cpu") -> QualityModel:
+    return QualityModel(path, device=device, intra_op_threads=threads)
+
+
+def decode_views(model: QualityModel, path: Path) -> dict[str, np.ndarray]:
+    """The product's decoding path for one photo: reduced decode, then the model's views."""
+    decoded = decoding.decode(path, min_short_side=model.info.min_short_side,
+                              max_pixels=MAX_PIXELS)
+    return model.prepare(decoded.rgb)
+
+
+def decode_floor(model: QualityModel, files: list[Path], workers: int) -> Rate:
+    """Photos/s of decode + views alone, ``workers`` threads (all cores)."""
+    decode_views(model, files[0])
+    with ThreadPoolExecutor(workers) as pool:
+        clock = Clock()
+        for _ in pool.map(lambda p: decode_views(model, p), files):
+            pass
+        return clock.rate(len(files))
+
+
+def model_floor(model: QualityModel, views: list[dict[str, np.ndarray]], batch_size: int,
+                repeats: int = 1) -> Rate:
+    """Photos/s of inference alone on pre-decoded views, in batches of ``batch_size``."""
+    model.run(views[:batch_size])
+    batches = [views[i:i + batch_size] for i in range(0, len(views), batch_size)]
+    clock = Clock()
+    for _ in range(repeats):
+        for batch in batches:
+            model.run(batch)
+    return clock.rate(len(views) * repeats)
+
+
+def naive_pipeline(model: QualityModel, files: list[Path], settings: Settings) -> Rate:
+    """What a first attempt does: full-size ``cv2.imread``, resize, one photo per
+    inference, write the metadata, one photo after the other."""
+    thresholds = Thresholds.resolve(model.info.thresholds, settings)
+    clock = Clock()
+    with MetadataWriter(settings) as writer:  # closing it reaps the exiv2 worker: CPU counted
+        for path in files:
+            rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            views = model.prepare(rgb)
+            scores = model.run([views])[0]
+            verdict = decide(path, scores, model.info, thresholds)
+            writer.write_verdict(path, verdict, decoding.fingerprint(rgb), settings)
+    return clock.rate(len(files))
