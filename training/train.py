@@ -5,7 +5,7 @@ Three signals, one network:
 * opinion scores: MSE plus a batch correlation term on the rated training photos;
 * direction: on each distorted copy set (clean, then three bands of growing damage per
   family) the score must fall at every step (pairwise hinge), and the strongest band must
-  sit below the Rejected threshold (hinge);
+  sit below the Rejected threshold but above zero (hinges);
 * diagnostics: each diagnostic regresses the severity of its own family (0 elsewhere and
   on the clean copy) and must also rise step by step.
 
@@ -40,15 +40,16 @@ DIAGNOSTIC_OF_FAMILY = {"blur": 0, "noise": 1, "jpeg": 2, "underexposure": 3, "o
 
 @dataclass(frozen=True)
 class TrainConfig:
-    heads: int = 5
+    heads: int = 3
     epochs: int = 40
-    hidden: int = 512
+    hidden: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-2
     batch: int = 128  # rated photos per step; as many distortion sets ride along
     sets_per_step: int = 8
     rank_margin: float = 0.03  # MOS units (0..1)
     reject_margin: float = 0.05
+    floor: float = 0.03  # lowest score (MOS units) the ranking may push a copy to
     rank_weight: float = 1.0
     reject_weight: float = 1.0
     diagnostic_weight: float = 1.0
@@ -103,6 +104,9 @@ def direction_losses(score: torch.Tensor, diag: torch.Tensor, n_sets: int, cfg: 
     chain = torch.cat([clean.unsqueeze(1).expand(-1, len(FAMILIES), 1), bands], dim=2)
     rank = torch.relu(cfg.rank_margin - (chain[:, :, :-1] - chain[:, :, 1:])).mean()
     reject = torch.relu(bands[:, :, 2] - (reject_below - cfg.reject_margin)).mean()
+    # ... but not below zero: the exported score is clipped to 0..100, and two copies
+    # clipped to 0 would tie instead of keeping their order.
+    reject = reject + torch.relu(cfg.floor - bands).mean()
     # The matching diagnostic rises along the same chain.
     g = diag.view(n_sets, 1 + 3 * len(FAMILIES), len(DIAGNOSTICS))
     rises = []
@@ -215,11 +219,17 @@ def main() -> None:
     parser.add_argument("--distorted", type=Path, required=True, help="distorted-*.npz cache")
     parser.add_argument("--heads", type=int, default=TrainConfig.heads)
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--hidden", type=int, default=TrainConfig.hidden)
+    parser.add_argument("--direction-weight", type=float, default=TrainConfig.rank_weight,
+                        help="weight of the ranking, reject and diagnostic terms")
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RUNS / "head.pt")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(2)
-    cfg = TrainConfig(heads=args.heads, epochs=args.epochs)
+    torch.set_num_threads(args.threads)
+    w = args.direction_weight
+    cfg = TrainConfig(heads=args.heads, epochs=args.epochs, hidden=args.hidden, rank_weight=w,
+                      reject_weight=w, diagnostic_weight=w)
 
     fit, val = load_rated(args.backbone)
     dist = load_distorted(args.distorted)
