@@ -43,7 +43,7 @@ def main() -> None:
          "--heads", str(args.heads), "--out", str(head)])
     test_photos = sorted((args.biq / "Images").glob("ss0*"))[:3]
     run([sys.executable, "-m", "training.export", "--head", str(head), "--out", str(args.out),
-         "--version", args.version, "--samples", *map(str, test_photos)])
+         "--version", args.version, "--int8", "--samples", *map(str, test_photos)])
     model = ["--set", f"model.model_path={args.out}"]
     run(["iqs-daemon", "eval", str(args.biq / "Images"), "--labels",
          str(args.biq / "Test (Images and MOS).csv"), *model])
