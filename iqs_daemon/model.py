@@ -190,7 +190,8 @@ class QualityModel:
 
     def prepare(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
         """The model's views of one decoded photo (safe to call from decode workers)."""
-        from .views import detail_view, whole_view
+        from .views import detail_view, whole_view, working_image
 
+        rgb = working_image(rgb, self.info.min_short_side)
         make = {"whole": whole_view, "detail": detail_view}
         return {spec.name: make[spec.view](rgb, spec.size) for spec in self.info.inputs}

@@ -14,7 +14,7 @@ DIAGNOSTICS = ("blur", "noise", "compression", "underexposure", "overexposure")
 
 
 class QualityHead(nn.Module):
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor, hidden: int = 512,
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, hidden: int = 256,
                  input_dropout: float = 0.2, dropout: float = 0.2):
         super().__init__()
         self.register_buffer("mean", mean.clone().float())
