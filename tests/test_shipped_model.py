@@ -87,6 +87,7 @@ def test_score_uses_the_shipped_model_by_default(tmp_path: Path):
     done = subprocess.run(
         [sys.executable, "-m", "iqs_daemon", "score", "--json", "--dry-run", str(photo)],
         capture_output=True, text=True, env=env, timeout=120, check=False,
+        cwd=tmp_path,  # not the checkout: its iqs_daemon/ would shadow the installed package
     )
     assert done.returncode == 0, done.stderr
     verdict = json.loads(done.stdout.splitlines()[0])
