@@ -27,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--biq", type=Path, required=True, help="local copy of the BIQ2021 repository")
-    parser.add_argument("--distorted", type=int, default=1000, help="training photos to distort")
+    parser.add_argument("--distorted", type=int, default=600, help="training photos to distort")
     parser.add_argument("--heads", type=int, default=train.TrainConfig.heads)
     parser.add_argument("--version", default="1.0")
     parser.add_argument("--out", type=Path, default=REPO / "models" / "iqs-quality.onnx")

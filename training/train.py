@@ -50,9 +50,10 @@ class TrainConfig:
     rank_margin: float = 0.03  # MOS units (0..1)
     reject_margin: float = 0.05
     floor: float = 0.03  # lowest score (MOS units) the ranking may push a copy to
-    rank_weight: float = 1.0
-    reject_weight: float = 1.0
-    diagnostic_weight: float = 1.0
+    # 0.3: at 1.0 validation SROCC fell from 0.841 to 0.824 with no gain in direction.
+    rank_weight: float = 0.3
+    reject_weight: float = 0.3
+    diagnostic_weight: float = 0.3
     correlation_weight: float = 0.1
 
 
