@@ -30,6 +30,7 @@ from iqs_daemon.metadata import (
 )
 from iqs_daemon.records import PickLabel, Verdict
 from iqs_daemon.xmp_worker import ABORT_HOOK_ENV
+from readback import jpeg_scan
 
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # TIFF rating tags
 SAMPLES = Path(__file__).parents[1].parent / "shared" / "samples"
@@ -112,21 +113,6 @@ def decode(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     assert image is not None, path
     return image
-
-
-def jpeg_scan(data: bytes) -> bytes:
-    """Everything from the first SOS marker to the end: the entropy-coded image data."""
-    assert data[:2] == b"\xff\xd8"
-    i = 2
-    while True:
-        assert data[i] == 0xFF, f"bad marker at {i}"
-        marker = data[i + 1]
-        if marker == 0xFF:
-            i += 1
-            continue
-        if marker == 0xDA:
-            return data[i:]
-        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
 
 
 def exiftool(path: Path) -> dict:
