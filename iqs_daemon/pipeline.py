@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import decoding
-from .errors import IqsError
+from .errors import InputError, IqsError
 from .metadata import MetadataWriter
 from .model import QualityModel
 from .records import Candidate, Verdict, WriteResult
@@ -177,6 +177,9 @@ class Scorer:
             views = self.model.prepare(decoded.rgb)
         except IqsError as exc:
             return Outcome(candidate, "failed", error=exc)
+        except Exception as exc:  # a library bug tripped by one file must not end the run
+            log.debug("unexpected error decoding %s", candidate.path, exc_info=True)
+            return Outcome(candidate, "failed", error=InputError(candidate.path, f"unexpected error: {exc}"))
         return Prepared(candidate, views, decoded.fingerprint, decoded.source)
 
     def write_stage(self, item: Prepared, verdict: Verdict) -> Outcome:
