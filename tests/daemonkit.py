@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import os
 import subprocess
 import sys
@@ -20,6 +22,10 @@ from iqs_daemon.metadata import MetadataWriter
 
 REPO = Path(__file__).parents[1]
 MODEL_LABEL = "iqs-tiny-test test-1"
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.05) -> None:

@@ -8,7 +8,6 @@ scored must be byte-identical afterwards.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import shutil
@@ -18,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from daemonkit import all_scored, idle, jpeg, make_env_paths, running, settings_for, wait_for
+from daemonkit import all_scored, digest, idle, jpeg, running, settings_for, wait_for
 from images import encode, noise_photo, png_chunk, png_declaring
 from PIL import Image
 
@@ -26,26 +25,10 @@ from iqs_daemon.config import Settings
 from iqs_daemon.metadata import MetadataWriter
 from iqs_daemon.records import PickLabel
 
-from modelfactory import build_tiny_model
-
 pillow_heif = pytest.importorskip("pillow_heif")
 pillow_heif.register_heif_opener()
 
 XMP_ID = b"http://ns.adobe.com/xap/1.0/\0"
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
-
-
-@pytest.fixture
-def env_paths(tmp_path):
-    return make_env_paths(tmp_path)
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def pil_bytes(image: Image.Image, fmt: str, **kw: object) -> bytes:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from iqs_daemon.config import Paths, Settings
+from iqs_daemon.config import Settings
 from iqs_daemon.worker import retry_delay_seconds
 from iqs_daemon.errors import DecodeError, ImageTooLarge, MetadataError, UnsupportedFormat
 from iqs_daemon.service import read_lock, sd_notify
@@ -35,25 +35,12 @@ from daemonkit import (
     daemon_env,
     idle,
     jpeg,
-    make_env_paths,
     read_verdicts,
     rows,
     running,
     settings_for,
     wait_for,
 )
-from modelfactory import build_tiny_model
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
-
-
-@pytest.fixture
-def env_paths(tmp_path) -> Paths:
-    return make_env_paths(tmp_path)
-
-
 # --- watching and scoring, in-process ------------------------------------------------------
 
 

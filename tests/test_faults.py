@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 from daemonkit import (
+    digest,
     REPO,
     all_scored,
     cli,
     daemon_env,
     idle,
     jpeg,
-    make_env_paths,
     running,
     settings_for,
     wait_for,
@@ -33,22 +33,6 @@ from daemonkit import (
 from iqs_daemon.errors import StateError
 from iqs_daemon.state import StateDB
 from iqs_daemon.xmp_worker import ABORT_HOOK_ENV
-
-from modelfactory import build_tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
-
-
-@pytest.fixture
-def env_paths(tmp_path):
-    return make_env_paths(tmp_path)
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_config(tmp_path: Path, model: Path, extra: str = "") -> None:

@@ -30,7 +30,7 @@ from iqs_daemon.metadata import (
 )
 from iqs_daemon.records import PickLabel, Verdict
 from iqs_daemon.xmp_worker import ABORT_HOOK_ENV
-from readback import jpeg_scan
+from readback import exiv2_tags, jpeg_scan
 
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # TIFF rating tags
 SAMPLES = Path(__file__).parents[1].parent / "shared" / "samples"
@@ -123,17 +123,6 @@ def exiftool(path: Path) -> dict:
         check=True,
     )
     return json.loads(out.stdout)[0]
-
-
-def exiv2_tags(path: Path, flags: str = "-pa") -> dict[str, str]:
-    """``exiv2 -pa`` (or -px) as {key: value} (the CLI is exiv2 0.27, independent of pyexiv2)."""
-    out = subprocess.run(["exiv2", "-q", flags, str(path)], capture_output=True, check=False)
-    tags = {}
-    for line in out.stdout.decode("utf-8", "replace").splitlines():
-        parts = line.split(None, 3)
-        if len(parts) >= 3 and parts[0].count(".") >= 2:
-            tags[parts[0]] = parts[3] if len(parts) == 4 else ""
-    return tags
 
 
 def digest(path: Path) -> str:
