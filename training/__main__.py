@@ -1,7 +1,8 @@
 """Reproduce the shipped model from scratch:  ``python -m training --biq PATH/TO/BIQ2021``
 
-1. extract: frozen EfficientNet-Lite0 features of the 12,000 rated photos, and of
-   ``--distorted`` training photos with their synthetic distortions (cached);
+1. extract: frozen EfficientNet-Lite0 features and measured pixel signals of the 12,000
+   rated photos, of the 10,000 train photos mirrored, and of ``--distorted`` training
+   photos with their synthetic distortions (cached);
 2. train: the head ensemble (training/train.py), on our fit split only;
 3. export: ``models/iqs-quality.onnx`` + ``.sha256``, with a torch-vs-ONNX parity check;
 4. report: the official test split and the distortion protocol, through the product
@@ -37,6 +38,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     extract.extract_rated(args.biq, "lite0")
+    extract.extract_mirrored(args.biq, "lite0")
     distorted = extract.extract_distorted(args.biq, "lite0", args.distorted)
     head = train.RUNS / "head.pt"
     run([sys.executable, "-m", "training.train", "--distorted", str(distorted),

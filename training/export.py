@@ -23,6 +23,7 @@ from torch import nn
 from .backbone import MLSPBackbone, load_efficientnet_lite
 from .features import DETAIL_SIZE, IMAGE_SIZE, MIN_SHORT_SIDE
 from .head import DIAGNOSTICS, Ensemble, QualityHead
+from .signals import PixelSignals
 
 NAME = "iqs-quality"
 
@@ -39,15 +40,19 @@ OUTPUT_MEANING = {
 
 
 class QualityModel(nn.Module):
-    def __init__(self, backbone: MLSPBackbone, ensemble: Ensemble):
+    def __init__(self, backbone: MLSPBackbone, ensemble: Ensemble, signals: PixelSignals | None):
         super().__init__()
         self.backbone = backbone
         self.ensemble = ensemble
+        self.signals = signals
 
     def forward(self, image: torch.Tensor, detail: torch.Tensor):
         whole_features, embedding = self.backbone(image)
         detail_features, _ = self.backbone(detail)
-        score, diagnostics = self.ensemble(torch.cat([whole_features, detail_features], dim=1))
+        parts = [whole_features, detail_features]
+        if self.signals is not None:  # same order as training.train.features
+            parts = [whole_features, self.signals(image), detail_features, self.signals(detail)]
+        score, diagnostics = self.ensemble(torch.cat(parts, dim=1))
         score = torch.clamp(score * 100.0, 0.0, 100.0)
         return (score, *diagnostics.unbind(dim=1), embedding)
 
@@ -59,7 +64,9 @@ def load_trained(head_path: Path, backbone_name: str = "lite0") -> tuple[Quality
              for _ in range(checkpoint["heads"])]
     ensemble = Ensemble(heads)
     ensemble.load_state_dict(checkpoint["state"])
-    model = QualityModel(MLSPBackbone(load_efficientnet_lite(backbone_name)), ensemble.eval())
+    signals = PixelSignals() if checkpoint.get("signals") else None
+    backbone = MLSPBackbone(load_efficientnet_lite(backbone_name))
+    model = QualityModel(backbone, ensemble.eval(), signals)
     return model.eval(), checkpoint
 
 
@@ -89,6 +96,8 @@ def export(model: QualityModel, checkpoint: dict, out: Path, version: str, int8:
         "iqs.thresholds": json.dumps(checkpoint["thresholds"]),
         "iqs.training": json.dumps({"data": "BIQ2021 official train split + synthetic distortions",
                                     "backbone": "EfficientNet-Lite0 (ImageNet), frozen",
+                                    "signals": "37 measured pixel signals per view"
+                                    if checkpoint.get("signals") else "none",
                                     "heads": checkpoint["heads"],
                                     "weights": "heads int8 (dynamic), backbone float32" if int8
                                     else "float32"}),

@@ -38,6 +38,18 @@ def extract_rated(biq: Path, name: str) -> Path:
     return out
 
 
+def extract_mirrored(biq: Path, name: str) -> Path:
+    """Features of the official train photos mirrored left-right: a second, equally rated
+    copy of each for the heads to train on (augmentation the frozen backbone cannot do)."""
+    out = CACHE / f"mirrored-{name}.npz"
+    if out.exists():
+        return out
+    train, _ = load_split(biq)
+    feats = extract(session(backbone_onnx(name)), rated_samples(train, mirrored=True), len(train))
+    np.savez(out, **feats, names=np.array([i.path.name for i in train]))
+    return out
+
+
 def extract_distorted(biq: Path, name: str, count: int, seed: int = 7) -> Path:
     out = CACHE / f"distorted-{name}-{count}.npz"
     if out.exists():
@@ -58,11 +70,14 @@ def main() -> None:
     parser.add_argument("--biq", type=Path, required=True, help="local copy of BIQ2021")
     parser.add_argument("--backbone", default="lite0", choices=["lite0", "lite1", "lite2"])
     parser.add_argument("--distorted", type=int, default=0, help="photos to distort (0: none)")
+    parser.add_argument("--mirrored", action="store_true", help="also the mirrored train photos")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     print(extract_rated(args.biq, args.backbone))
     if args.distorted:
         print(extract_distorted(args.biq, args.backbone, args.distorted))
+    if args.mirrored:
+        print(extract_mirrored(args.biq, args.backbone))
 
 
 if __name__ == "__main__":

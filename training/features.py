@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import torch
 
 from iqs_daemon import distortions
 from iqs_daemon.views import make_views
 
 from .data import Rated, read_rgb
+from .signals import PixelSignals
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +69,11 @@ def session(onnx_path: Path, threads: int = 2) -> ort.InferenceSession:
 
 def extract(sess: ort.InferenceSession, samples: Iterator[Sample], total: int, batch: int = 16
             ) -> dict[str, np.ndarray]:
-    """Run views through the backbone; returns image/detail features and embeddings."""
-    out: dict[str, list[np.ndarray]] = {"image": [], "detail": [], "embedding": []}
+    """Run views through the backbone; returns image/detail features, their measured
+    signals (``*_signals``, training/signals.py) and the whole view's embeddings."""
+    out: dict[str, list[np.ndarray]] = {key: [] for key in
+                                        ("image", "detail", "image_signals", "detail_signals", "embedding")}
+    signals = PixelSignals().eval()
     pending: list[Sample] = []
     done, started = 0, time.perf_counter()
 
@@ -78,6 +83,8 @@ def extract(sess: ort.InferenceSession, samples: Iterator[Sample], total: int, b
             pixels = np.stack([getattr(s, view) for s in pending])
             feats, emb = sess.run(None, {"pixels": pixels})
             out[view].append(feats.astype(np.float16))
+            with torch.no_grad():
+                out[f"{view}_signals"].append(signals(torch.from_numpy(pixels)).numpy())
             if view == "image":
                 out["embedding"].append(emb.astype(np.float16))
         done += len(pending)
@@ -100,9 +107,10 @@ def views_of(rgb: np.ndarray) -> Sample:
     return Sample(v["image"], v["detail"])
 
 
-def rated_samples(items: list[Rated]) -> Iterator[Sample]:
+def rated_samples(items: list[Rated], mirrored: bool = False) -> Iterator[Sample]:
     for item in items:
-        yield views_of(read_rgb(item.path))
+        rgb = read_rgb(item.path)
+        yield views_of(np.ascontiguousarray(rgb[:, ::-1]) if mirrored else rgb)
 
 
 def upscale(rgb: np.ndarray, factor: int) -> np.ndarray:

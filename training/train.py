@@ -55,12 +55,14 @@ class TrainConfig:
     reject_weight: float = 0.3
     diagnostic_weight: float = 0.3
     correlation_weight: float = 0.1
+    signals: bool = True  # measured pixel signals beside the backbone features (signals.py)
 
 
 @dataclass
 class Rated:
     x: np.ndarray  # float32 features, both views
     mos: np.ndarray
+    mirrored: np.ndarray | None = None  # the same photos mirrored, when extracted
 
 
 @dataclass
@@ -70,23 +72,34 @@ class Distorted:
     targets: np.ndarray  # (n_rows, 5) diagnostic severities
 
 
-def features(d: np.lib.npyio.NpzFile, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
-    return np.concatenate([d["image"][rows], d["detail"][rows]], axis=1).astype(np.float32)
+def features(d: np.lib.npyio.NpzFile, rows: np.ndarray | slice = slice(None), signals: bool = True
+             ) -> np.ndarray:
+    """Per photo: whole view's backbone features and signals, then the detail view's (the
+    order export.QualityModel concatenates them in)."""
+    parts = ("image", "image_signals", "detail", "detail_signals") if signals else ("image", "detail")
+    return np.concatenate([d[key][rows].astype(np.float32) for key in parts], axis=1)
 
 
-def load_rated(name: str) -> tuple[Rated, Rated]:
-    """(fit, validation), both from the official train split."""
+def load_rated(name: str, signals: bool = True, mirrored: bool = True) -> tuple[Rated, Rated]:
+    """(fit, validation), both from the official train split; the fit photos come with
+    their mirrored copies' features when ``mirrored-NAME.npz`` was extracted."""
     d = np.load(CACHE / f"rated-{name}.npz")
     train = np.flatnonzero(d["split"] == 0)
     fit, val = train_val_indices(len(train))
-    return tuple(Rated(features(d, train[i]), d["mos"][train[i]].astype(np.float32))
-                 for i in (fit, val))
+    fit_set, val_set = (Rated(features(d, train[i], signals), d["mos"][train[i]].astype(np.float32))
+                        for i in (fit, val))
+    mirror_path = CACHE / f"mirrored-{name}.npz"
+    if mirrored and mirror_path.exists():
+        m = np.load(mirror_path)  # rows follow the official train list, as ``train`` does
+        assert list(m["names"][fit]) == list(d["names"][train[fit]])
+        fit_set.mirrored = features(m, fit, signals)
+    return fit_set, val_set
 
 
-def load_distorted(path: Path) -> Distorted:
+def load_distorted(path: Path, signals: bool = True) -> Distorted:
     d = np.load(path)
     plan = json.loads(str(d["plan"]))
-    x = features(d)
+    x = features(d, signals=signals)
     targets = np.zeros((len(plan), len(DIAGNOSTICS)), np.float32)
     groups: dict[int, list[int]] = {}
     for row, entry in enumerate(plan):
@@ -132,6 +145,7 @@ def train_head(seed: int, fit: Rated, dist: Distorted, mean: torch.Tensor, std: 
     steps_per_epoch = len(fit.mos) // cfg.batch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
     x_fit, y_fit = torch.from_numpy(fit.x), torch.from_numpy(fit.mos)
+    x_mirror = None if fit.mirrored is None else torch.from_numpy(fit.mirrored)
     x_dist, t_dist = torch.from_numpy(dist.x), torch.from_numpy(dist.targets)
     bce = nn.BCELoss()
     for epoch in range(cfg.epochs):
@@ -141,7 +155,11 @@ def train_head(seed: int, fit: Rated, dist: Distorted, mean: torch.Tensor, std: 
             idx = torch.from_numpy(order[step * cfg.batch:(step + 1) * cfg.batch])
             sets = dist.sets[rng.choice(len(dist.sets), cfg.sets_per_step, replace=False)]
             rows = torch.from_numpy(sets.reshape(-1))
-            score, diag = head(torch.cat([x_fit[idx], x_dist[rows]]))
+            x = x_fit[idx]
+            if x_mirror is not None:  # each photo as shot or mirrored, at random
+                flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
+                x = torch.where(flip[:, None], x_mirror[idx], x)
+            score, diag = head(torch.cat([x, x_dist[rows]]))
             s_r, s_d, d_d = score[: len(idx)], score[len(idx):], diag[len(idx):]
             mos_loss = nn.functional.mse_loss(s_r, y_fit[idx]) / 0.0373  # MOS variance
             corr = correlation_loss(s_r, y_fit[idx])
@@ -223,6 +241,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=TrainConfig.hidden)
     parser.add_argument("--direction-weight", type=float, default=TrainConfig.rank_weight,
                         help="weight of the ranking, reject and diagnostic terms")
+    parser.add_argument("--no-signals", action="store_true", help="backbone features only (ablation)")
+    parser.add_argument("--no-mirrored", action="store_true", help="ignore the mirrored photos (ablation)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RUNS / "head.pt")
     args = parser.parse_args()
@@ -230,10 +250,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     w = args.direction_weight
     cfg = TrainConfig(heads=args.heads, epochs=args.epochs, hidden=args.hidden, rank_weight=w,
-                      reject_weight=w, diagnostic_weight=w)
+                      reject_weight=w, diagnostic_weight=w, signals=not args.no_signals)
 
-    fit, val = load_rated(args.backbone)
-    dist = load_distorted(args.distorted)
+    fit, val = load_rated(args.backbone, cfg.signals, not args.no_mirrored)
+    dist = load_distorted(args.distorted, cfg.signals)
     # Hold back one distortion set in ten to check direction on photos the heads never saw.
     held = np.zeros(len(dist.sets), bool)
     held[np.random.default_rng(0).permutation(len(dist.sets))[: len(dist.sets) // 10]] = True
@@ -261,6 +281,7 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state": model.state_dict(), "heads": cfg.heads, "hidden": cfg.hidden,
+                "signals": cfg.signals, "mirrored": fit.mirrored is not None,
                 "feature_dim": int(mean.numel()), "mos_tertiles": tertiles.tolist(), "thresholds": thresholds,
                 "config": asdict(cfg), "figures": figures}, args.out)
     print(json.dumps({"thresholds": thresholds, **figures}, indent=2))
