@@ -40,7 +40,7 @@ from .discovery import (
     TIFF_EXTENSIONS,
     WEBP_EXTENSIONS,
 )
-from .errors import MetadataError
+from .errors import FileChanged, MetadataError
 from .records import WriteResult
 from .xmp_tags import (
     EXIF_EXTENSIONS,
@@ -277,14 +277,18 @@ class MetadataWriter:
         *,
         force: bool = False,
         dry_run: bool = False,
+        expected: tuple[int, int] | None = None,
     ) -> WriteResult:
         """Write the verdict into the photo's XMP (or its sidecar), atomically.
 
         A label or rating the user set is kept (``kept_user_label``) unless ``force``;
-        ``dry_run`` reads but changes no file.
+        ``dry_run`` reads but changes no file. ``expected``: the photo's (size, mtime_ns)
+        when it was decoded; if another version is there by the time of the write, it
+        raises ``FileChanged`` and writes nothing (the verdict describes other pixels).
         """
         if not photo.is_file():
             raise MetadataError(photo, "no such file")
+        _check_unchanged(photo, expected)
         target = target_for(photo, settings)
         embedded = target == photo
         _check_writable(photo, target)
@@ -307,7 +311,8 @@ class MetadataWriter:
             return WriteResult(photo, target, False, plan.kept_user_label, (*notes, *plan.notes()))
         if up_to_date(on_disk, plan):
             return WriteResult(photo, target, False, plan.kept_user_label, (*notes, "up to date"))
-        self._replace(photo, target, plan, keep_mtime=embedded and settings.keep_mtime)
+        self._replace(photo, target, plan, keep_mtime=embedded and settings.keep_mtime,
+                      expected=expected if embedded else None)
         return WriteResult(photo, target, True, plan.kept_user_label, tuple(notes))
 
     def _sidecar_view(self, photo: Path, sidecar: FileTags | None) -> FileTags | None:
@@ -324,10 +329,13 @@ class MetadataWriter:
         xmp, exif = {**embedded.xmp, **sidecar.xmp}, {**embedded.exif, **sidecar.exif}
         return FileTags(sidecar.path, "sidecar", xmp, exif)
 
-    def _replace(self, photo: Path, target: Path, plan: Plan, *, keep_mtime: bool) -> None:
+    def _replace(self, photo: Path, target: Path, plan: Plan, *, keep_mtime: bool,
+                 expected: tuple[int, int] | None = None) -> None:
         real = Path(os.path.realpath(target)) if target.exists() else target
         folder = real.parent
         before = real.stat() if real.exists() else None
+        if before is not None:
+            _check_unchanged(photo, expected, before)
         try:
             fd, tmp_name = tempfile.mkstemp(prefix=f".{real.name}.", suffix=TEMP_SUFFIX, dir=folder)
         except OSError as exc:
@@ -345,6 +353,11 @@ class MetadataWriter:
                     os.fsync(fh.fileno())
                 if before is not None and keep_mtime:
                     os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
+                if before is not None and _replaced_since(real, before):
+                    # Someone (an import tool, an editor) put a new version there while
+                    # exiv2 worked on our copy of the old one: renaming now would lose it.
+                    raise FileChanged(photo, f"{real.name} changed while its metadata was being "
+                                             "written; nothing was written")
                 os.replace(tmp, real)
             except OSError as exc:
                 raise MetadataError(photo, f"cannot replace {real.name}: {exc.strerror}") from exc
@@ -352,6 +365,23 @@ class MetadataWriter:
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(folder)
+
+
+def _check_unchanged(photo: Path, expected: tuple[int, int] | None,
+                     now: os.stat_result | None = None) -> None:
+    if expected is None:
+        return
+    now = now or photo.stat()
+    if (now.st_size, now.st_mtime_ns) != expected:
+        raise FileChanged(photo, "changed since it was decoded; nothing was written")
+
+
+def _replaced_since(path: Path, before: os.stat_result) -> bool:
+    try:
+        now = path.stat()
+    except FileNotFoundError:
+        return True
+    return (now.st_ino, now.st_size, now.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns)
 
 
 def _check_writable(photo: Path, target: Path) -> None:

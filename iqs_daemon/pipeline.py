@@ -184,9 +184,11 @@ class Scorer:
 
     def write_stage(self, item: Prepared, verdict: Verdict) -> Outcome:
         try:
+            candidate = item.candidate
             result = self.metadata.write_verdict(
-                item.candidate.path, verdict, item.fingerprint, self.settings,
+                candidate.path, verdict, item.fingerprint, self.settings,
                 force=self.force, dry_run=self.dry_run,
+                expected=(candidate.size_bytes, candidate.mtime_ns),
             )
         except IqsError as exc:
             return Outcome(item.candidate, "failed", verdict=verdict, error=exc,

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from daemonkit import all_scored, digest, idle, jpeg, running, settings_for, wait_for
+from daemonkit import all_scored, digest, idle, jpeg, rows, running, settings_for, wait_for
 from images import encode, noise_photo, png_chunk, png_declaring
 from PIL import Image
 
@@ -249,6 +249,7 @@ def test_read_only_file_gets_a_sidecar_read_only_folder_is_reported(tmp_path, ti
 
 
 def test_deleted_or_replaced_between_event_and_processing(tmp_path, tiny_model, env_paths):
+    from iqs_daemon.state import FileStat
     from iqs_daemon.watching import Change
 
     root = tmp_path / "photos"
@@ -282,9 +283,13 @@ def test_deleted_or_replaced_between_event_and_processing(tmp_path, tiny_model, 
         assert photo.read_bytes() == replacement  # nothing written into it
         worker.record(result)
         assert daemon.db.get(photo) is None
-        # The daemon looks again and scores what is there now.
-        wait_for(lambda: all_scored(daemon, [photo]) and idle(daemon))
-        assert daemon.db.get(photo).label == "Accepted"  # the bright replacement
+        # The daemon looks again and scores what is there now. Its observer also saw the
+        # dark original arrive and may have scored it first: wait for the row that
+        # describes the file on disk now.
+        wait_for(lambda: all_scored(daemon, [photo]) and idle(daemon)
+                 and daemon.db.get(photo).stat == FileStat.of(photo))
+        row = daemon.db.get(photo)
+        assert row.label == "Accepted", (row, FileStat.of(photo), rows(daemon))  # the bright replacement
 
 
 def test_folders_renamed_or_deleted_while_watched(tmp_path, tiny_model, env_paths):

@@ -21,7 +21,7 @@ from PIL import Image
 from iqs_daemon import metadata
 from iqs_daemon.config import Settings
 from iqs_daemon.discovery import SUPPORTED_EXTENSIONS
-from iqs_daemon.errors import MetadataError
+from iqs_daemon.errors import FileChanged, MetadataError
 from iqs_daemon.metadata import (
     EMBEDDED_EXTENSIONS,
     SIDECAR_EXTENSIONS,
@@ -554,6 +554,31 @@ def test_atomic_replace_keeps_mode_and_mtime(writer, tmp_path):
 
     writer.write_verdict(photo, ACCEPTED, "fp", Settings(keep_mtime=False))
     assert photo.stat().st_mtime_ns > 1_600_000_000_123_456_789
+
+
+class ReplacedDuringWrite(MetadataWriter):
+    """exiv2 edits our copy; meanwhile another program puts a new version in place."""
+
+    def __init__(self, replacement: bytes):
+        super().__init__()
+        self.replacement = replacement
+
+    def _call(self, photo, file, request, **kwargs):
+        result = super()._call(photo, file, request, **kwargs)
+        if request.get("op") == "modify":
+            fresh = photo.with_name(".incoming")
+            fresh.write_bytes(self.replacement)
+            os.replace(fresh, photo)
+        return result
+
+
+def test_a_photo_replaced_during_the_write_is_not_overwritten(settings, tmp_path):
+    photo = make_photo(tmp_path / "p.jpg")
+    replacement = make_photo(tmp_path / "new.jpg").read_bytes()
+    with ReplacedDuringWrite(replacement) as writer, pytest.raises(FileChanged, match="changed while"):
+        writer.write_verdict(photo, REJECTED, "fp", settings)
+    assert photo.read_bytes() == replacement
+    assert temp_files(tmp_path) == []
 
 
 def test_same_verdict_twice_is_not_rewritten(writer, settings, tmp_path):
