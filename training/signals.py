@@ -37,7 +37,8 @@ class PixelSignals(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         rgb = pixels.float()
-        luma = rgb @ self.luma  # n, h, w
+        # Mul + ReduceSum, not a MatMul: the int8 export quantises every MatMul.
+        luma = (rgb * self.luma).sum(dim=3)  # n, h, w
         # Shares of a distribution need no full resolution: every other pixel.
         sparse = luma[:, ::2, ::2].unsqueeze(1)
         brighter = (sparse > self.levels).float().mean(dim=(2, 3))

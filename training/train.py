@@ -55,6 +55,8 @@ class TrainConfig:
     reject_weight: float = 0.3
     diagnostic_weight: float = 0.3
     correlation_weight: float = 0.1
+    # Extra weight of the ranking hinge per family (FAMILIES order); 1.0 each by default.
+    family_rank_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
     signals: bool = True  # measured pixel signals beside the backbone features (signals.py)
 
 
@@ -116,7 +118,8 @@ def direction_losses(score: torch.Tensor, diag: torch.Tensor, n_sets: int, cfg: 
     s = score.view(n_sets, 1 + 3 * len(FAMILIES))
     clean, bands = s[:, :1], s[:, 1:].reshape(n_sets, len(FAMILIES), 3)
     chain = torch.cat([clean.unsqueeze(1).expand(-1, len(FAMILIES), 1), bands], dim=2)
-    rank = torch.relu(cfg.rank_margin - (chain[:, :, :-1] - chain[:, :, 1:])).mean()
+    family_weights = torch.tensor(cfg.family_rank_weights).view(1, -1, 1)
+    rank = (torch.relu(cfg.rank_margin - (chain[:, :, :-1] - chain[:, :, 1:])) * family_weights).mean()
     reject = torch.relu(bands[:, :, 2] - (reject_below - cfg.reject_margin)).mean()
     # ... but not below zero: the exported score is clipped to 0..100, and two copies
     # clipped to 0 would tie instead of keeping their order.
@@ -243,14 +246,21 @@ def main() -> None:
                         help="weight of the ranking, reject and diagnostic terms")
     parser.add_argument("--no-signals", action="store_true", help="backbone features only (ablation)")
     parser.add_argument("--no-mirrored", action="store_true", help="ignore the mirrored photos (ablation)")
+    parser.add_argument("--family-weight", action="append", default=[], metavar="FAMILY=W",
+                        help="extra ranking weight for one family, e.g. overexposure=3")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RUNS / "head.pt")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     w = args.direction_weight
+    family_weights = dict.fromkeys(FAMILIES, 1.0)
+    for item in args.family_weight:
+        family, weight = item.split("=")
+        family_weights[family] = float(weight)
     cfg = TrainConfig(heads=args.heads, epochs=args.epochs, hidden=args.hidden, rank_weight=w,
-                      reject_weight=w, diagnostic_weight=w, signals=not args.no_signals)
+                      reject_weight=w, diagnostic_weight=w, signals=not args.no_signals,
+                      family_rank_weights=tuple(family_weights[f] for f in FAMILIES))
 
     fit, val = load_rated(args.backbone, cfg.signals, not args.no_mirrored)
     dist = load_distorted(args.distorted, cfg.signals)
