@@ -373,7 +373,7 @@ def _check_unchanged(photo: Path, expected: tuple[int, int] | None,
         return
     now = now or photo.stat()
     if (now.st_size, now.st_mtime_ns) != expected:
-        raise FileChanged(photo, "changed since it was decoded; nothing was written")
+        raise FileChanged(photo, "changed while it was being scored; nothing was written")
 
 
 def _replaced_since(path: Path, before: os.stat_result) -> bool:
@@ -381,7 +381,8 @@ def _replaced_since(path: Path, before: os.stat_result) -> bool:
         now = path.stat()
     except FileNotFoundError:
         return True
-    return (now.st_ino, now.st_size, now.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns)
+    identity = (before.st_ino, before.st_size, before.st_mtime_ns)
+    return (now.st_ino, now.st_size, now.st_mtime_ns) != identity
 
 
 def _check_writable(photo: Path, target: Path) -> None:

@@ -183,17 +183,17 @@ class Scorer:
         return Prepared(candidate, views, decoded.fingerprint, decoded.source)
 
     def write_stage(self, item: Prepared, verdict: Verdict) -> Outcome:
+        candidate = item.candidate
         try:
-            candidate = item.candidate
             result = self.metadata.write_verdict(
                 candidate.path, verdict, item.fingerprint, self.settings,
                 force=self.force, dry_run=self.dry_run,
                 expected=(candidate.size_bytes, candidate.mtime_ns),
             )
         except IqsError as exc:
-            return Outcome(item.candidate, "failed", verdict=verdict, error=exc,
+            return Outcome(candidate, "failed", verdict=verdict, error=exc,
                            fingerprint=item.fingerprint, decode_source=item.source)
-        return Outcome(item.candidate, "scored", verdict=verdict, write=result,
+        return Outcome(candidate, "scored", verdict=verdict, write=result,
                        fingerprint=item.fingerprint, decode_source=item.source)
 
     def infer_stage(self, batch: list[Prepared]) -> list[Verdict]:

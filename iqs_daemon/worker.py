@@ -44,8 +44,8 @@ from .errors import (
     StateError,
     UnsupportedFormat,
 )
-from .pipeline import Outcome, Prepared, Scorer
-from .records import Candidate, Verdict
+from .pipeline import Outcome, Scorer
+from .records import Candidate
 from .state import FAILED, GONE, SCORED, SKIPPED, FileStat, PhotoRecord, StateDB
 from .watching import Change, is_photo_name
 from .xmp_worker import Exiv2Error, WorkerStartError
@@ -80,13 +80,11 @@ def retry_delay_seconds(error: IqsError, attempts: int, base_seconds: float) -> 
 
 
 class DaemonScorer(Scorer):
-    """The pipeline's Scorer with two changes the daemon needs.
-
-    - Photos whose pixels changed are scored even though their XMP carries a current
-      verdict (``Scorer.already_scored`` looks at the model only, not the fingerprint).
-    - Nothing is written into a file that changed since it was decoded (replaced by a copy
-      tool or an editor meanwhile): that verdict would describe other pixels.
-    """
+    """The pipeline's Scorer, except that photos whose pixels changed are scored even
+    though their XMP carries a current verdict (``Scorer.already_scored`` looks at the
+    model only, not the fingerprint). A file replaced between its decode and the write is
+    left alone by every Scorer (``MetadataWriter.write_verdict``'s ``expected``); the
+    Worker looks at it again."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -94,14 +92,6 @@ class DaemonScorer(Scorer):
 
     def already_scored(self, candidate: Candidate) -> bool:
         return candidate.path not in self.pixels_changed and super().already_scored(candidate)
-
-    def write_stage(self, item: Prepared, verdict: Verdict) -> Outcome:
-        candidate = item.candidate
-        if FileStat.of(candidate.path) != FileStat(candidate.size_bytes, candidate.mtime_ns):
-            error = FileChanged(candidate.path, "changed while it was being scored")
-            return Outcome(candidate, "failed", verdict=verdict, error=error,
-                           fingerprint=item.fingerprint, decode_source=item.source)
-        return super().write_stage(item, verdict)
 
 
 class Worker:
