@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -43,6 +44,11 @@ def score_command(
 
       iqs-daemon score --dry-run --json card/DCIM > verdicts.jsonl
     """
+    missing = [path for path in paths if not os.path.lexists(path)]
+    for path in missing:  # before the model loads: a typo costs no wait
+        typer.echo(f"iqs-daemon: error: no such file or folder: {path}", err=True)
+    if missing:
+        raise typer.Exit(ExitCode.USAGE)
     settings = settings_from(config, sets, device=device, jobs=jobs)
     err = Console(stderr=True)
     skipped: list[tuple[Path, str]] = []
