@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from enum import IntEnum
+from typing import Any
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from .. import __version__
 from ..errors import IqsError
@@ -22,7 +25,50 @@ class ExitCode(IntEnum):
     ALREADY_RUNNING = 4  # a daemon already holds this state directory
 
 
-app = typer.Typer(
+class _Argument(TyperArgument):
+    """An argument shown by its metavar alone: ``PATH...``, never ``{paths}... <list[Path]>``."""
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw
+        return name if self.required else f"[{name}]"
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+def _metavar(param: TyperOption | TyperArgument) -> str:
+    """``FILE`` for a file option, else the parameter's name: ``--jobs JOBS``, ``PATHS...``."""
+    desc = param.type_descriptor
+    name = "FILE" if desc.is_path and desc.path_type == "file" else (param.name or "value").upper()
+    return f"{name}..." if isinstance(param, TyperArgument) and param.nargs != 1 else name
+
+
+class PlainCommand(TyperCommand):
+    """Help that reads like a usual CLI (``-j, --jobs JOBS``), wrapped at 80 columns.
+
+    Typer's own help shows its internal type names (``--dry-run <bool>``, ``{paths}...``,
+    ``<list[Path]>``); here every option that takes a value gets a metavar, flags get
+    none, and arguments are named by their metavar only.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument):
+                param.__class__ = _Argument  # same fields; only the display differs
+            if param.metavar is None and not getattr(param, "is_flag", False):
+                param.metavar = _metavar(param)  # type: ignore[arg-type]
+
+
+class PlainTyper(typer.Typer):
+    """``typer.Typer`` whose commands use ``PlainCommand`` unless given another class."""
+
+    def command(self, *args: Any, cls: type[TyperCommand] | None = None,
+                **kwargs: Any) -> Callable[[Any], Any]:
+        return super().command(*args, cls=cls or PlainCommand, **kwargs)
+
+
+app = PlainTyper(
     name="iqs-daemon",
     help=(
         "Score photos for technical quality (blur, noise, exposure, compression) and write "
@@ -31,6 +77,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain formatter: paragraphs re-wrapped, and never wider than 80 columns.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 80},
 )
 
 
@@ -62,7 +111,7 @@ _debug = False
 
 def main() -> None:
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="iqs-daemon")
     except IqsError as exc:
         if _debug:
             raise
