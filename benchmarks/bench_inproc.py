@@ -21,7 +21,7 @@ from iqs_daemon import decoding
 from iqs_daemon.config import Settings
 from iqs_daemon.metadata import MetadataWriter
 from iqs_daemon.model import QualityModel
-from iqs_daemon.verdict import Thresholds, decide
+from iqs_daemon.verdict import Policy, decide
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -103,7 +103,7 @@ def model_floor(model: QualityModel, views: list[dict[str, np.ndarray]], batch_s
 def naive_pipeline(model: QualityModel, files: list[Path], settings: Settings) -> Rate:
     """What a first attempt does: full-size ``cv2.imread``, resize, one photo per
     inference, write the metadata, one photo after the other."""
-    thresholds = Thresholds.resolve(model.info.thresholds, settings)
+    thresholds = Policy.resolve(model.info.thresholds, settings)
     clock = Clock()
     with MetadataWriter(settings) as writer:  # closing it reaps the exiv2 worker: CPU counted
         for path in files:

@@ -1,4 +1,7 @@
-"""Settings: shipped defaults < the user's TOML file < ``--config FILE`` < command-line flags.
+"""Settings: shipped defaults < calibration < the user's TOML file < ``--config FILE`` < flags.
+
+The calibration layer is written by ``iqs-daemon calibrate`` (``Paths.calibration_file``),
+fitted to the labels the user set by hand; any value the user sets themselves wins.
 
 Loaded once at the edge (the CLI) into one frozen ``Settings`` and passed down; nothing
 reads a global. ``Settings.sources`` says where each value came from, for
@@ -7,8 +10,8 @@ reads a global. ``Settings.sources`` says where each value came from, for
 The file is TOML with one table per concern, for example::
 
     [verdict]
-    reject_below = 30      # scores below this are Rejected (default: the model's own)
-    accept_from = 60       # scores from this up are Accepted
+    reject_below = 30      # scores below this are Rejected as failures
+    accept_from = 60       # scores from this up are Accepted, unless a defect is clear
 
     [metadata]
     rejected_rating = -1   # xmp:Rating for Rejected photos: -1 (XMP spec) or 0
@@ -35,6 +38,8 @@ else:  # pragma: no cover
 
 APP_NAME = "iqs-daemon"
 CONFIG_FILE_NAME = "config.toml"
+CALIBRATION_FILE_NAME = "calibration.toml"
+CALIBRATION_SOURCE = "calibration"
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,10 @@ class Paths:
         return self.config_dir / CONFIG_FILE_NAME
 
     @property
+    def calibration_file(self) -> Path:
+        return self.config_dir / CALIBRATION_FILE_NAME
+
+    @property
     def database(self) -> Path:
         return self.state_dir / "state.sqlite3"
 
@@ -77,10 +86,11 @@ class Settings:
     batch_size: int = 8  # photos per inference where set; unset: 1 on a CPU, 32 on a GPU
     jobs: int = 0  # decode workers; 0 = one per CPU core
     threads: int = 0  # ONNX Runtime threads per inference; 0 = chosen against `jobs`
-    # [verdict] (None: take the model's own defaults from its metadata)
-    reject_below: float | None = None
-    accept_from: float | None = None
-    reason_threshold: float | None = None
+    # [verdict] (None: the policy's defaults, verdict.DEFAULT_POLICY or the model's own)
+    reject_below: float | None = None  # a score below this is a failure: Rejected
+    accept_from: float | None = None  # from this up, with no clear defect: Accepted
+    defect_threshold: float | None = None  # a diagnostic this strong is a clear defect
+    reason_threshold: float | None = None  # a diagnostic this strong is named as a reason
     # [decoding]
     max_pixels: int = 250_000_000  # decompression-bomb guard
     # [metadata]
@@ -112,6 +122,7 @@ SECTIONS: dict[str, str] = {
     "threads": "model",
     "reject_below": "verdict",
     "accept_from": "verdict",
+    "defect_threshold": "verdict",
     "reason_threshold": "verdict",
     "max_pixels": "decoding",
     "rejected_rating": "metadata",
@@ -199,6 +210,8 @@ def load_settings(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     layers: list[tuple[dict[str, Any], str]] = []
+    if paths.calibration_file.is_file():
+        layers.append((read_config_file(paths.calibration_file), CALIBRATION_SOURCE))
     if paths.config_file.is_file():
         layers.append((read_config_file(paths.config_file), str(paths.config_file)))
     if config_file is not None:
@@ -211,7 +224,29 @@ def load_settings(
         for key, value in layer.items():
             values[key] = value
             sources[key] = source
-    return Settings(**values, sources=sources)
+    settings = Settings(**values, sources=sources)
+    check_verdict_settings(settings)
+    return settings
+
+
+def check_verdict_settings(settings: Settings) -> None:
+    """Cut-offs that contradict each other are refused where they are set, not at use:
+    the values given are checked against the policy's defaults for the ones not given."""
+    from .verdict import DEFAULT_POLICY, check_cut_offs
+
+    def value(name: str) -> float:
+        given = getattr(settings, name)
+        return float(DEFAULT_POLICY[name] if given is None else given)
+
+    if all(getattr(settings, n) is None for n in DEFAULT_POLICY):
+        return
+    try:
+        check_cut_offs(value("reject_below"), value("accept_from"), value("reason_threshold"),
+                       value("defect_threshold"))
+    except ConfigError as exc:
+        given = [n for n in DEFAULT_POLICY if getattr(settings, n) is not None]
+        where = ", ".join(sorted({settings.source_of(n) for n in given}))
+        raise ConfigError(exc.message, source=where) from None
 
 
 def describe(settings: Settings) -> list[tuple[str, Any, str]]:

@@ -257,7 +257,9 @@ class Daemon:
             return True
         if row.stat != FileStat(candidate.size_bytes, candidate.mtime_ns):
             return True
-        return row.status == "scored" and row.model != self.worker.model_label
+        scorer = self.worker.scorer
+        return row.status == "scored" and (row.model != self.worker.model_label
+                                           or row.policy != scorer.policy.identity)
 
     def _forget_vanished(self, root: Path) -> None:
         assert self.worker is not None

@@ -28,6 +28,7 @@ class IqsError(Exception):
 
 class ConfigError(IqsError):
     def __init__(self, message: str, *, key: str | None = None, source: str | None = None):
+        self.message = message
         self.key = key
         self.source = source
         where = f" ({key} in {source})" if key and source else f" ({source})" if source else ""

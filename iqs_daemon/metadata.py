@@ -291,7 +291,8 @@ class MetadataWriter:
         _check_unchanged(photo, expected)
         target = target_for(photo, settings)
         embedded = target == photo
-        _check_writable(photo, target)
+        if not dry_run:  # a dry run over a read-only card or share still reports verdicts
+            _check_writable(photo, target)
         notes: list[str] = []
         kind = "embedded" if embedded else "sidecar"
         on_disk = self._read_file(photo, target, kind) if target.exists() else None

@@ -3,6 +3,11 @@
     Candidate --decode_stage--> Prepared --model.run--> Scores --decide--> Verdict
               --metadata writer--> WriteResult, all reported as one Outcome per photo.
 
+A photo that carries a verdict of the current model but of another policy (the user
+changed a threshold, or calibrated) skips decoding and inference: ``decode_stage``
+re-decides it from its stored score, diagnostics and exposure facts, and it goes
+straight to the writer (status ``redecided``).
+
 ``Scorer`` holds what is loaded once per process (the model, the metadata worker) and
 ``process`` streams outcomes in input order. Work in flight is bounded (decodes ahead of
 inference, writes behind it), so memory stays flat whatever the number of photos. The
@@ -34,10 +39,12 @@ import numpy as np
 
 from . import decoding
 from .errors import InputError, IqsError
+from .exposure import ExposureFacts, measure
 from .metadata import MetadataWriter
 from .model import QualityModel
-from .records import Candidate, Verdict, WriteResult
-from .verdict import Thresholds, decide
+from .records import Candidate, Scores, Verdict, WriteResult
+from .verdict import Policy, decide
+from .xmp_tags import StoredMetadata
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -47,13 +54,17 @@ log = logging.getLogger(__name__)
 # Photos per inference unless ``batch_size`` is set. On a CPU a batch of one costs the
 # least CPU time per photo and its activations stay small (EfficientNet-Lite0 at 512 px:
 # 0.2 GB peak for 1, 0.8 GB for 8); a GPU needs large batches to be kept busy.
+#: ``Prepared.source`` of a photo re-decided from its stored verdict (not decoded).
+REDECIDED_SOURCE = "stored verdict"
+
 CPU_BATCH_SIZE = 1
 GPU_BATCH_SIZE = 32
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one photo. ``status``: scored | unchanged | failed."""
+    """What happened to one photo. ``status``: scored | redecided | unchanged | failed
+    (redecided: re-labelled from its stored scores under a new policy, not re-scored)."""
 
     candidate: Candidate
     status: str
@@ -74,6 +85,15 @@ class Prepared:
     views: dict[str, np.ndarray]
     fingerprint: str
     source: str
+    exposure: ExposureFacts | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Redecided:
+    """A verdict re-decided from stored scores: ready to write, nothing to infer."""
+
+    item: Prepared
+    verdict: Verdict
 
 
 def default_workers() -> int:
@@ -124,18 +144,23 @@ class Scorer:
         settings: Settings,
         *,
         dry_run: bool = False,
-        force: bool = False,
+        rescore: bool = False,
+        replace_hand_labels: bool = False,
         model: QualityModel | None = None,
     ):
+        """``rescore``: decode and score photos that already carry a current verdict;
+        ``replace_hand_labels``: overwrite pick labels and ratings the user set."""
         self.settings = settings
         self.dry_run = dry_run
-        self.force = force
+        self.rescore = rescore
+        self.replace_hand_labels = replace_hand_labels
         limit_malloc_arenas()
         self.workers = settings.jobs or default_workers()
         self.model = model or QualityModel.from_settings(
             settings, intra_op_threads=inference_threads(settings))
         self.batch_size = batch_size_for(settings, self.model.providers)
-        self.thresholds = Thresholds.resolve(self.model.info.thresholds, settings)
+        self.policy = Policy.resolve(self.model.info.thresholds, settings)
+        self._whole_view = next(s.name for s in self.model.info.inputs if s.view == "whole")
         self.metadata = MetadataWriter(settings)
         self._decoders = ThreadPoolExecutor(self.workers, thread_name_prefix="iqs-decode")
         # One writer thread: exiv2 calls are serialised anyway, and writes then overlap
@@ -154,52 +179,81 @@ class Scorer:
         self.close()
 
     # -- stages ---------------------------------------------------------------------
-    def already_scored(self, candidate: Candidate) -> bool:
-        """True when the photo carries a verdict from the current model (and no --force)."""
-        if self.force:
-            return False
+    def stored_verdict(self, candidate: Candidate) -> StoredMetadata | None:
+        """The verdict the photo carries from the current model, if any (None with
+        ``rescore``, or when it cannot be read: then the photo is simply scored)."""
+        if self.rescore:
+            return None
         try:
             stored = self.metadata.read_stored(candidate.path, self.settings)
         except IqsError:
-            return False
+            return None
         info = self.model.info
-        return (stored.model_name, stored.model_version) == (info.name, info.version)
+        return stored if (stored.model_name, stored.model_version) == (info.name, info.version) else None
 
-    def decode_stage(self, candidate: Candidate) -> Prepared | Outcome:
+    def already_scored(self, candidate: Candidate) -> bool:
+        """True when the photo carries a verdict of the current model and policy."""
+        stored = self.stored_verdict(candidate)
+        return stored is not None and stored.policy == self.policy.identity
+
+    def redecide(self, candidate: Candidate, stored: StoredMetadata) -> Redecided | None:
+        """The stored scores under the current policy; None when they are incomplete
+        (written by an older version), and the photo must be scored again."""
+        complete = (stored.score is not None and stored.fingerprint and stored.exposure is not None
+                    and set(self.model.info.diagnostics) <= set(stored.diagnostics))
+        if not complete:
+            return None
+        assert stored.score is not None and stored.fingerprint
+        scores = Scores(score=stored.score, diagnostics=dict(stored.diagnostics))
+        verdict = decide(candidate.path, scores, self.model.info, self.policy,
+                         exposure=stored.exposure, scored_at=stored.scored_at)
+        item = Prepared(candidate, {}, stored.fingerprint, REDECIDED_SOURCE, stored.exposure)
+        return Redecided(item, verdict)
+
+    def decode_stage(self, candidate: Candidate) -> Prepared | Redecided | Outcome:
         try:
-            if self.already_scored(candidate):
-                return Outcome(candidate, "unchanged")
+            stored = self.stored_verdict(candidate)
+            if stored is not None:
+                # Replacing hand labels needs no new scores: the stored ones are re-applied.
+                if stored.policy == self.policy.identity and not self.replace_hand_labels:
+                    return Outcome(candidate, "unchanged")
+                redecided = self.redecide(candidate, stored)
+                if redecided is not None:
+                    return redecided
             decoded = decoding.decode(
                 candidate.path,
                 min_short_side=self.model.info.min_short_side,
                 max_pixels=self.settings.max_pixels,
             )
             views = self.model.prepare(decoded.rgb)
+            exposure = measure(views[self._whole_view])
         except IqsError as exc:
             return Outcome(candidate, "failed", error=exc)
         except Exception as exc:  # a library bug tripped by one file must not end the run
             log.debug("unexpected error decoding %s", candidate.path, exc_info=True)
             return Outcome(candidate, "failed", error=InputError(candidate.path, f"unexpected error: {exc}"))
-        return Prepared(candidate, views, decoded.fingerprint, decoded.source)
+        return Prepared(candidate, views, decoded.fingerprint, decoded.source, exposure)
 
     def write_stage(self, item: Prepared, verdict: Verdict) -> Outcome:
         candidate = item.candidate
         try:
             result = self.metadata.write_verdict(
                 candidate.path, verdict, item.fingerprint, self.settings,
-                force=self.force, dry_run=self.dry_run,
+                force=self.replace_hand_labels, dry_run=self.dry_run,
                 expected=(candidate.size_bytes, candidate.mtime_ns),
             )
         except IqsError as exc:
             return Outcome(candidate, "failed", verdict=verdict, error=exc,
                            fingerprint=item.fingerprint, decode_source=item.source)
-        return Outcome(candidate, "scored", verdict=verdict, write=result,
+        status = "redecided" if item.source == REDECIDED_SOURCE else "scored"
+        return Outcome(candidate, status, verdict=verdict, write=result,
                        fingerprint=item.fingerprint, decode_source=item.source)
 
     def infer_stage(self, batch: list[Prepared]) -> list[Verdict]:
         scores = self.model.run([item.views for item in batch])
         info = self.model.info
-        return [decide(item.candidate.path, s, info, self.thresholds) for item, s in zip(batch, scores)]
+        return [decide(item.candidate.path, s, info, self.policy, exposure=item.exposure)
+                for item, s in zip(batch, scores)]
 
     # -- the pipeline ---------------------------------------------------------------
     def process(self, candidates: Iterable[Candidate]) -> Iterator[Outcome]:
@@ -207,7 +261,7 @@ class Scorer:
         batch_size = self.batch_size
         window = self.workers * 2 + batch_size  # decodes in flight: bounds memory
         writes_behind = 2 * batch_size  # written while inference goes on; then it waits
-        decoding_: deque[Future[Prepared | Outcome]] = deque()
+        decoding_: deque[Future[Prepared | Redecided | Outcome]] = deque()
         results: deque[Future[Outcome] | Outcome] = deque()
         batch: list[Prepared] = []
         source = iter(candidates)
@@ -237,6 +291,8 @@ class Scorer:
             prepared = decoding_.popleft().result()
             if isinstance(prepared, Outcome):
                 results.append(prepared)
+            elif isinstance(prepared, Redecided):
+                results.append(self._writer.submit(self.write_stage, prepared.item, prepared.verdict))
             else:
                 batch.append(prepared)
                 # Run a partial batch when nothing more is coming soon, so a lone photo in

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .exposure import ExposureFacts
+
 
 class PickLabel(int, Enum):
     """digiKam's pick label values as stored in ``Xmp.digiKam.PickLabel``."""
@@ -73,6 +75,8 @@ class Verdict:
     model_name: str
     model_version: str
     scored_at: str  # ISO 8601 UTC
+    policy: str = ""  # verdict.Policy.identity of the cut-offs that chose the label
+    exposure: ExposureFacts | None = None  # the pixels' exposure facts the reasons were checked on
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,11 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX photos_updated ON photos (updated);
         """,
     ),
+    (
+        "0002_policy",
+        # verdict.Policy.identity of the stored label: a policy change is noticed per photo.
+        "ALTER TABLE photos ADD COLUMN policy TEXT",
+    ),
 )
 
 
@@ -97,6 +102,7 @@ class PhotoRecord:
     score: float | None
     label: str | None  # "Rejected", "Pending", "Accepted"
     model: str | None  # "name version" of the model that scored it
+    policy: str | None  # verdict.Policy.identity of the cut-offs that chose the label
     status: str  # scored | failed | skipped | gone
     error: str | None
     attempts: int  # failures in a row
@@ -110,7 +116,7 @@ class PhotoRecord:
         return cls(
             path=Path(os.fsdecode(row["path"])),
             stat=FileStat(row["size_bytes"], row["mtime_ns"]),
-            **{k: row[k] for k in ("fingerprint", "score", "label", "model", "status", "error",
+            **{k: row[k] for k in ("fingerprint", "score", "label", "model", "policy", "status", "error",
                                     "attempts", "scored_count", "next_attempt_at",
                                     "first_seen", "updated")},
         )
@@ -347,23 +353,25 @@ class StateDB:
     # -- writing ------------------------------------------------------------------------
     def record_scored(
         self, path: Path, stat: FileStat, *, fingerprint: str, score: float | None,
-        label: str | None, model: str, counted: bool = True, now: float | None = None,
+        label: str | None, model: str, policy: str | None = None, counted: bool = True,
+        now: float | None = None,
     ) -> None:
         """The photo carries a current verdict. ``counted``: we wrote it (not just found it)."""
         now = time.time() if now is None else now
         with self.transaction() as conn:
             conn.execute(
                 """INSERT INTO photos (path, size_bytes, mtime_ns, fingerprint, score, label, model,
-                       status, error, attempts, scored_count, next_attempt_at, first_seen, updated)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, 'scored', NULL, 0, ?, NULL, ?, ?)
+                       policy, status, error, attempts, scored_count, next_attempt_at, first_seen,
+                       updated)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'scored', NULL, 0, ?, NULL, ?, ?)
                    ON CONFLICT (path) DO UPDATE SET size_bytes = excluded.size_bytes,
                        mtime_ns = excluded.mtime_ns, fingerprint = excluded.fingerprint,
                        score = excluded.score, label = excluded.label, model = excluded.model,
-                       status = 'scored', error = NULL, attempts = 0, next_attempt_at = NULL,
+                       policy = excluded.policy, status = 'scored', error = NULL, attempts = 0, next_attempt_at = NULL,
                        scored_count = scored_count + excluded.scored_count,
                        updated = excluded.updated""",
                 (_key(path), stat.size_bytes, stat.mtime_ns, fingerprint, score, label, model,
-                 int(counted), now, now),
+                 policy, int(counted), now, now),
             )
 
     def record_failure(

@@ -48,6 +48,7 @@ from .pipeline import Outcome, Scorer
 from .records import Candidate
 from .state import FAILED, GONE, SCORED, SKIPPED, FileStat, PhotoRecord, StateDB
 from .watching import Change, is_photo_name
+from .xmp_tags import StoredMetadata
 from .xmp_worker import Exiv2Error, WorkerStartError
 
 if TYPE_CHECKING:
@@ -90,8 +91,10 @@ class DaemonScorer(Scorer):
         super().__init__(*args, **kwargs)
         self.pixels_changed: set[Path] = set()
 
-    def already_scored(self, candidate: Candidate) -> bool:
-        return candidate.path not in self.pixels_changed and super().already_scored(candidate)
+    def stored_verdict(self, candidate: Candidate) -> StoredMetadata | None:
+        if candidate.path in self.pixels_changed:
+            return None
+        return super().stored_verdict(candidate)
 
 
 class Worker:
@@ -106,7 +109,7 @@ class Worker:
         self.real_roots = [Path(os.path.realpath(r)) for r in roots]
         self.retry_base_seconds = retry_base_seconds
         self.look_again = look_again  # the path changed under us: settle and triage again
-        self.counts = {"scored": 0, "unchanged": 0, "failed": 0, "moved": 0, "touched": 0,
+        self.counts = {"scored": 0, "redecided": 0, "unchanged": 0, "failed": 0, "moved": 0, "touched": 0,
                        "skipped": 0}
         self.in_flight = 0
         self.heartbeat = time.monotonic()
@@ -270,13 +273,13 @@ class Worker:
             log.debug("%s changed while it was scored; looking at it again", path)
             self.look_again(path)
             return
-        if outcome.status == "scored" and outcome.verdict is not None:
+        if outcome.status in ("scored", "redecided") and outcome.verdict is not None:
             v = outcome.verdict
             written = outcome.write is not None and outcome.write.written
             self.db.record_scored(path, stat, fingerprint=outcome.fingerprint, score=v.score,
                                   label=v.label.title, model=f"{v.model_name} {v.model_version}",
-                                  counted=written)
-            self._count("scored")
+                                  policy=v.policy, counted=written)
+            self._count(outcome.status)
             self.scored_times.append(time.monotonic())
             reasons = f" ({', '.join(v.reasons)})" if v.reasons else ""
             log.info("scored %s: %s %.1f%s", path, v.label.title, v.score, reasons)
@@ -295,7 +298,7 @@ class Worker:
         label = stored.label.title if stored.label is not None else None
         self.db.record_scored(path, stat, fingerprint=stored.fingerprint or "", score=stored.score,
                               label=label, model=f"{stored.model_name} {stored.model_version}",
-                              counted=False)
+                              policy=stored.policy, counted=False)
         self._count("unchanged")
         log.info("already scored %s: %s", path, label)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .exposure import ExposureFacts
 from .records import PickLabel
 from .xmp_worker import IQS_PREFIX
 
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 
 EXIF_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff"})  # EXIF ratings too
 DIAGNOSTICS = ("blur", "noise", "compression", "underexposure", "overexposure")
+# ExposureFacts field -> tag suffix (Xmp.iqs.Luminance, ...): stored so that a verdict can
+# be re-decided, reasons checked, without decoding the photo again.
+EXPOSURE_TAGS = {"median": "Luminance", "highlights": "Highlights", "shadows": "Shadows"}
 WINDOWS_PERCENT = (0, 1, 25, 50, 75, 99)  # stars 0..5 as MicrosoftPhoto/RatingPercent
 COLOR_LABELS = {  # digiKam colour number and the Lightroom/Bridge label name
     PickLabel.REJECTED: ("1", "Red"),
@@ -66,6 +70,8 @@ class StoredMetadata:
     model_version: str | None = None
     scored_at: str | None = None
     fingerprint: str | None = None
+    policy: str | None = None  # Xmp.iqs.Policy: verdict.Policy.identity of the stored label
+    exposure: ExposureFacts | None = None
     written_pick_label: int | None = None  # Xmp.iqs.PickLabel: what we last wrote
     written_rating: int | None = None  # Xmp.iqs.Rating
     pick_label: PickLabel | None = None  # Xmp.digiKam.PickLabel, whoever wrote it
@@ -93,7 +99,8 @@ class StoredMetadata:
             out[name] = (
                 value.title
                 if isinstance(value, PickLabel)
-                else (list(value) if isinstance(value, tuple) else value)
+                else (list(value) if isinstance(value, tuple)
+                      else value.as_dict() if isinstance(value, ExposureFacts) else value)
             )
         out["sources"] = {k: str(v) for k, v in self.sources.items()}
         out["files"] = [
@@ -140,6 +147,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "model_version": (IQS + "ModelVersion", str),
     "scored_at": (IQS + "ScoredAt", str),
     "fingerprint": (IQS + "Fingerprint", str),
+    "policy": (IQS + "Policy", str),
     "written_pick_label": (IQS + "PickLabel", _int),
     "written_rating": (IQS + "Rating", _int),
     "pick_label": (PICK, _pick),
@@ -168,9 +176,17 @@ def merge_stored(photo: Path, files: list[FileTags], problems: list[str]) -> Sto
             if number is not None:
                 diagnostics[name], sources[name] = number, tags.path
                 break
+    facts: dict[str, float] = {}
+    for name, suffix in EXPOSURE_TAGS.items():
+        for tags in files:
+            number = _float(tags.get(IQS + suffix))
+            if number is not None:
+                facts[name] = number
+                break
     return StoredMetadata(
         path=photo,
         **values,
+        exposure=ExposureFacts(**facts) if len(facts) == len(EXPOSURE_TAGS) else None,
         diagnostics=diagnostics,
         sources=sources,
         files=tuple(files),
@@ -225,7 +241,12 @@ def plan_tags(
         IQS + "ModelVersion": verdict.model_version,
         IQS + "ScoredAt": verdict.scored_at,
         IQS + "Fingerprint": fingerprint,
+        IQS + "Policy": verdict.policy or None,
     }
+    facts = verdict.exposure.as_dict() if verdict.exposure is not None else {}
+    for name, suffix in EXPOSURE_TAGS.items():
+        value = facts.get(name)
+        xmp[IQS + suffix] = None if value is None else f"{value:g}"
     for name in DIAGNOSTICS:
         value = diagnostics.get(name)
         xmp[IQS + name.capitalize()] = None if value is None else f"{min(max(value, 0.0), 1.0):.3f}"
@@ -247,7 +268,10 @@ def plan_tags(
 
 
 def up_to_date(current: FileTags | None, plan: Plan) -> bool:
+    """Whether writing ``plan`` would change nothing that matters. A new policy that
+    gives the same label, stars and reasons is not worth rewriting a photo for: the
+    state DB records the policy, and ``Xmp.iqs.Policy`` stays that of the last write."""
     if current is None:
         return False
-    wanted = {**plan.xmp, **plan.exif}
+    wanted = {k: v for k, v in {**plan.xmp, **plan.exif}.items() if k != IQS + "Policy"}
     return all(current.get(k) == v for k, v in wanted.items())

@@ -13,8 +13,12 @@ import onnx
 from onnx import TensorProto, helper
 
 DIAGNOSTICS = ("blur", "noise", "compression", "underexposure", "overexposure")
+# "policy": the verdict cut-offs (verdict.Policy); a defect threshold above 1 never
+# fires, so these models reject and accept by their score alone.
 THRESHOLDS = {"reject_below": 30.0, "accept_from": 60.0,
-              "stars": [10.0, 30.0, 50.0, 70.0, 90.0], "reason_threshold": 0.5}
+              "stars": [10.0, 30.0, 50.0, 70.0, 90.0], "reason_threshold": 0.5,
+              "policy": {"reject_below": 30.0, "accept_from": 60.0, "defect_threshold": 2.0,
+                         "reason_threshold": 0.5}}
 
 
 def build_tiny_model(path: Path, *, image_size: int = 64, detail_size: int = 32,

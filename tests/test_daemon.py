@@ -77,7 +77,7 @@ def test_imports_are_scored_once_when_complete(tmp_path, tiny_model, env_paths):
         wait_for(lambda: all_scored(daemon, moved) and idle(daemon))
         time.sleep(1.0)  # room for a (wrong) reaction to our own writes or the moves
         assert idle(daemon)
-        assert daemon.counts == {"scored": len(photos), "unchanged": 0, "failed": 0,
+        assert daemon.counts == {"scored": len(photos), "redecided": 0, "unchanged": 0, "failed": 0,
                                  "moved": 3, "touched": 0, "skipped": 0}
         state = rows(daemon)
         assert set(state) == {*photos[:2], *plain[3:], *moved}

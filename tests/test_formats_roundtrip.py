@@ -483,7 +483,7 @@ USER_SIDECAR = """<x:xmpmeta xmlns:x="adobe:ns:meta/">
 """
 
 
-def test_the_users_labels_are_kept_unless_force(models, env, tmp_path):
+def test_the_users_labels_are_kept_unless_replace_hand_labels(models, env, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     jpg = folder / "dark.jpg"
@@ -497,7 +497,7 @@ def test_the_users_labels_are_kept_unless_force(models, env, tmp_path):
 
     text = cli("score", *model_set(models["test-1"]), str(folder), env=env)
     assert text.returncode == 0, text.stderr
-    assert "Kept 2 labels or ratings set by hand (use --force to replace)." in text.stdout
+    assert "Kept 2 labels or ratings set by hand (use --replace-hand-labels to replace)." in text.stdout
     for path in (jpg, sidecar):
         tags = exiftool_many([path])[path]
         assert (tags["XMP-digiKam:PickLabel"], tags["XMP-xmp:Rating"]) == (3, 5)
@@ -506,7 +506,12 @@ def test_the_users_labels_are_kept_unless_force(models, env, tmp_path):
     shown = json.loads(cli("show", "--json", str(heic), env=env).stdout)
     assert (shown["pick_label"], shown["rating"], shown["label"]) == ("Accepted", 5, "Rejected")
 
-    forced = score_json(env, models["test-1"], "--force", str(folder))
+    # Re-scoring alone keeps them too: the two meanings of the old --force are apart.
+    rescored = score_json(env, models["test-1"], "--rescore", str(folder))
+    assert all(r.get("kept_user_label") for r in rescored.values()), rescored
+    assert all(r["status"] == "scored" for r in rescored.values())
+
+    forced = score_json(env, models["test-1"], "--replace-hand-labels", str(folder))
     assert not any(r["kept_user_label"] for r in forced.values())
     for path in (jpg, sidecar):
         tags = exiftool_many([path])[path]

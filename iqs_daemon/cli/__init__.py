@@ -12,7 +12,7 @@ import importlib
 from .app import ExitCode, app, main
 
 # Each command module adds its commands to ``app`` when imported.
-for _name in ("score", "show", "config_cmd", "eval_cmd", "daemon_cmds"):
+for _name in ("score", "show", "config_cmd", "calibrate_cmd", "eval_cmd", "daemon_cmds"):
     try:
         importlib.import_module(f"{__name__}.{_name}")
     except ModuleNotFoundError as _exc:  # a command still being written

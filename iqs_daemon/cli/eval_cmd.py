@@ -158,13 +158,13 @@ def evaluate_labels(
         _say(f"missing {row.name} (line {row.line} of {labels.name}): not found in {folder}")
     if not labelled.photos:
         raise DatasetError(labels, f"none of its {len(labelled.missing)} photos is in {folder}")
-    with Scorer(settings, dry_run=True, force=True) as scorer, _progress("scoring", as_json) as bar:
+    with Scorer(settings, dry_run=True, rescore=True) as scorer, _progress("scoring", as_json) as bar:
         task = bar.add_task("score", total=len(labelled.photos))
         scored, failed = _score_labelled(scorer, labelled.photos, lambda: bar.advance(task))
         model = {
             "name": scorer.model.info.label,
-            "reject_below": scorer.thresholds.reject_below,
-            "accept_from": scorer.thresholds.accept_from,
+            "reject_below": scorer.policy.reject_below,
+            "accept_from": scorer.policy.accept_from,
         }
     if not scored:
         raise DatasetError(folder, "none of the labelled photos could be scored")
@@ -246,7 +246,7 @@ def evaluate_distortions(
     photos: list[ProtocolPhoto] = []
     skips: list[ProtocolSkip] = []
     with (
-        Scorer(settings, dry_run=True, force=True) as scorer,
+        Scorer(settings, dry_run=True, rescore=True) as scorer,
         _progress("distorting", as_json) as bar,
     ):
         task = bar.add_task("protocol", total=len(candidates))

@@ -24,9 +24,15 @@ def score_command(
     paths: list[Path] = typer.Argument(..., help="Photos and folders (searched recursively)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Score, but change no file at all."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per photo on stdout."),
+    rescore: bool = typer.Option(
+        False, "--rescore", help="Decode and score again photos that already carry a "
+        "verdict of this model (a changed threshold needs no --rescore: photos are "
+        "re-labelled from their stored scores)."),
+    replace_hand_labels: bool = typer.Option(
+        False, "--replace-hand-labels", help="Overwrite pick labels and ratings you set "
+        "yourself (by default they are kept)."),
     force: bool = typer.Option(
-        False, "--force", help="Re-score photos that already carry a verdict, and replace "
-        "labels and ratings set by hand."),
+        False, "--force", hidden=True, help="Old spelling of --rescore --replace-hand-labels."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
     jobs: int | None = typer.Option(None, "--jobs", "-j", help="Decode workers (default: CPU cores)."),
     config: Path | None = CONFIG_OPTION,
@@ -60,7 +66,8 @@ def score_command(
     candidates = list(iter_candidates(paths, follow_symlinks=settings.follow_symlinks, on_skip=on_skip))
     summary = RunSummary()
     started = time.perf_counter()
-    with Scorer(settings, dry_run=dry_run, force=force) as scorer:
+    with Scorer(settings, dry_run=dry_run, rescore=rescore or force,
+                replace_hand_labels=replace_hand_labels or force) as scorer:
         progress = Progress(
             TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
             console=err, disable=not interactive() or as_json, transient=True,
@@ -116,7 +123,7 @@ def _print_summary(console: Console, s: RunSummary, elapsed: float, model: str, 
         where = ", ".join(f"{n} {kind}" for kind, n in sorted(s.targets.items())) or "nothing"
         console.print(f"Written: {where}")
         if s.kept_user_labels:
-            console.print(f"Kept {s.kept_user_labels} labels or ratings set by hand (use --force to replace).")
+            console.print(f"Kept {s.kept_user_labels} labels or ratings set by hand (use --replace-hand-labels to replace).")
         if len(s.folders) <= 3:
             for folder in sorted(s.folders):
                 console.print(f"  in {folder}")

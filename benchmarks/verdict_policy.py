@@ -1,0 +1,256 @@
+"""How the default verdict cut-offs were chosen: failures caught against good photos kept.
+
+    python benchmarks/verdict_policy.py --biq PATH/TO/BIQ2021 [--photos ../shared/samples/photos]
+
+Scores, through the product (``Scorer``, dry run), three kinds of photo:
+
+* failures: BIQ2021 train-split photos rated below 0.30, and the strongest level of every
+  distortion-protocol family applied to the sample photos;
+* keepers: BIQ2021 train-split photos rated above 0.70, and the sample photographs;
+* everything else of a seeded sample of the train split, to show what lands in Accepted.
+
+Then it prints, for a grid of ``reject_below`` / ``accept_from`` / ``defect_threshold``,
+how many failures are Rejected and how many keepers are wrongly Rejected, and the
+cut-offs it would choose: the most failures caught while at most 2 % of the well-rated
+photos and at most one sample photograph are Rejected. The official test split is not
+read here (``--report-test`` reads it once, for the final figures). Scores are cached
+in ``--cache`` so the grid can be re-run without scoring again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import random
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iqs_daemon.config import Settings
+from iqs_daemon.decoding import decode
+from iqs_daemon.discovery import iter_candidates
+from iqs_daemon.distortion_check import candidate_for, write_copies
+from iqs_daemon.distortions import PROTOCOL
+from iqs_daemon.exposure import ExposureFacts
+from iqs_daemon.pipeline import Scorer
+from iqs_daemon.records import PickLabel, Scores
+from iqs_daemon.verdict import DEFAULT_POLICY, Policy, decide, true_defects
+
+FAIL_MOS, GOOD_MOS = 0.30, 0.70
+
+
+def read_biq(csv_path: Path, images: Path) -> list[tuple[Path, float]]:
+    rows = []
+    with csv_path.open(newline="") as fh:
+        for row in csv.reader(fh):
+            if not row or not row[0] or row[0] == "Image Name":
+                continue
+            path = images / row[0]
+            if not path.exists():  # one file's extension differs in case on disk
+                path = path.with_suffix(path.suffix.upper())
+            rows.append((path, float(row[1])))
+    return rows
+
+
+def score_files(scorer: Scorer, paths: list[Path]) -> list[dict[str, Any] | None]:
+    out: list[dict[str, Any] | None] = []
+    for outcome in scorer.process([candidate_for(p) for p in paths]):
+        v = outcome.verdict
+        if v is None or v.exposure is None:
+            out.append(None)
+            continue
+        out.append(
+            {"score": v.score, "diagnostics": v.diagnostics, "exposure": v.exposure.as_dict()}
+        )
+    return out
+
+
+def collect(
+    biq: Path, photos: Path, train_sample: int, seed: int, test: bool
+) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    split = "Test (Images and MOS).csv" if test else "Train (Images and MOS).csv"
+    rated = read_biq(biq / split, biq / "Images")
+    rng = random.Random(seed)
+    if not test:
+        rated = rng.sample(rated, min(train_sample, len(rated)))
+    sample_photos = [c.path for c in iter_candidates([photos])]
+    with Scorer(Settings(), dry_run=True, rescore=True) as scorer:
+        print(f"scoring {len(rated)} BIQ2021 {'test' if test else 'train'} photos ...", flush=True)
+        for (path, mos), rec in zip(
+            rated, score_files(scorer, [p for p, _ in rated]), strict=False
+        ):
+            if rec:
+                records.append({"set": "biq", "name": path.name, "mos": mos, **rec})
+        if test:
+            return records
+        print(
+            f"scoring {len(sample_photos)} sample photos and their protocol copies ...", flush=True
+        )
+        for path, rec in zip(sample_photos, score_files(scorer, sample_photos), strict=False):
+            if rec:
+                records.append({"set": "sample", "name": path.name, **rec})
+        for n, path in enumerate(sample_photos):
+            rgb = decode(path, min_short_side=10**9, max_pixels=Settings().max_pixels).rgb
+            if rgb.shape[0] * rgb.shape[1] < 2e6:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                for family in PROTOCOL:
+                    folder = Path(tmp) / family
+                    folder.mkdir()
+                    copies = write_copies(rgb, family, folder, seed=n)
+                    for level, rec in enumerate(score_files(scorer, copies), 1):
+                        if rec:
+                            records.append(
+                                {
+                                    "set": f"protocol-{level}",
+                                    "family": family,
+                                    "name": path.name,
+                                    **rec,
+                                }
+                            )
+    return records
+
+
+class _Info:  # decide() only needs the model's name and version
+    name, version = "cached", "0"
+
+
+def strongest_confirmed(rec: dict[str, Any]) -> float:
+    """The strongest diagnostic the pixels confirm: a clear defect at any threshold below it."""
+    found = true_defects(rec["diagnostics"], ExposureFacts(**rec["exposure"]), 0.0)
+    return found[0][0] if found else 0.0
+
+
+def labels_of(records: list[dict[str, Any]], policy: Policy) -> np.ndarray:
+    """``verdict.label_for`` over all records at once (checked against it in ``main``)."""
+    score = np.array([r["score"] for r in records])
+    clear = np.array([strongest_confirmed(r) for r in records]) >= policy.defect_threshold
+    out = np.full(len(records), PickLabel.PENDING.value)
+    out[(score >= policy.accept_from) & ~clear] = PickLabel.ACCEPTED.value
+    out[(score < policy.accept_from) & clear] = PickLabel.REJECTED.value
+    out[score < policy.reject_below] = PickLabel.REJECTED.value
+    return out
+
+
+def evaluate(records: list[dict[str, Any]], policy: Policy) -> dict[str, float]:
+    labels = labels_of(records, policy)
+    sets = np.array([r["set"] for r in records])
+    mos = np.array([r.get("mos", np.nan) for r in records])
+    rejected, accepted = PickLabel.REJECTED.value, PickLabel.ACCEPTED.value
+
+    def share(select: np.ndarray, want: int) -> float:
+        return float(np.mean(labels[select] == want)) if select.any() else 0.0
+
+    biq = sets == "biq"
+    return {
+        "biq_fail_rejected": share(biq & (mos < FAIL_MOS), rejected),
+        "biq_good_rejected": share(biq & (mos > GOOD_MOS), rejected),
+        "biq_good_accepted": share(biq & (mos > GOOD_MOS), accepted),
+        "biq_below_0.6_accepted": share(biq & (mos < 0.6), accepted),
+        "protocol_strongest_rejected": share(sets == "protocol-3", rejected),
+        "protocol_mild_rejected": share(sets == "protocol-1", rejected),
+        "samples_rejected": int(np.sum(labels[sets == "sample"] == rejected)),
+        "samples_accepted": int(np.sum(labels[sets == "sample"] == accepted)),
+    }
+
+
+def grid(
+    records: list[dict[str, Any]], stars: tuple[float, ...]
+) -> list[tuple[Policy, dict[str, float]]]:
+    base = Policy(stars=stars, **DEFAULT_POLICY)
+    rows = []
+    for reject_below, accept_from, defect in itertools.product(
+        np.arange(20, 52.5, 2.5), np.arange(50, 77.5, 2.5), (0.4, 0.5, 0.6, 0.7, 2.0)
+    ):
+        if reject_below >= accept_from:
+            continue
+        p = replace(
+            base,
+            reject_below=float(reject_below),
+            accept_from=float(accept_from),
+            defect_threshold=defect,
+        )
+        rows.append((p, evaluate(records, p)))
+    return rows
+
+
+def choose(rows: list[tuple[Policy, dict[str, float]]]) -> tuple[Policy, dict[str, float]]:
+    """Most failures caught with <= 2 % of well-rated photos and <= 1 sample Rejected;
+    then Accepted as often as possible among well-rated photos while at most 10 % of the
+    photos rated below 0.6 are Accepted."""
+    safe = [
+        (p, m) for p, m in rows if m["biq_good_rejected"] <= 0.02 and m["samples_rejected"] <= 1
+    ]
+    if not safe:
+        raise SystemExit("no cut-offs keep the good photos")
+    catch = lambda m: (m["biq_fail_rejected"] + m["protocol_strongest_rejected"]) / 2  # noqa: E731
+    best_catch = max(catch(m) for _, m in safe)
+    near = [(p, m) for p, m in safe if catch(m) >= best_catch - 0.01]
+    honest = [(p, m) for p, m in near if m["biq_below_0.6_accepted"] <= 0.10] or near
+    return max(honest, key=lambda pm: (pm[1]["biq_good_accepted"], -pm[0].reject_below))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--biq", type=Path, required=True)
+    parser.add_argument(
+        "--photos",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "samples" / "photos",
+    )
+    parser.add_argument("--train-sample", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=2021)
+    parser.add_argument("--cache", type=Path, default=Path("verdict-policy-scores.json"))
+    parser.add_argument(
+        "--report-test",
+        action="store_true",
+        help="score the official test split once and report the default policy on it",
+    )
+    args = parser.parse_args()
+
+    cache = args.cache.with_suffix(".test.json") if args.report_test else args.cache
+    if cache.exists():
+        records = json.loads(cache.read_text())
+    else:
+        records = collect(args.biq, args.photos, args.train_sample, args.seed, args.report_test)
+        cache.write_text(json.dumps(records))
+    with Scorer(Settings(), dry_run=True) as scorer:
+        current = scorer.policy
+    print(
+        f"{len(records)} scored photos; default policy {current.identity}: "
+        f"reject < {current.reject_below:g}, accept >= {current.accept_from:g}, "
+        f"defect >= {current.defect_threshold:g}"
+    )
+    for rec, fast in zip(records, labels_of(records, current), strict=False):
+        scores = Scores(rec["score"], rec["diagnostics"])
+        slow = decide(
+            Path(rec["name"]), scores, _Info, current, ExposureFacts(**rec["exposure"])
+        ).label
+        assert slow.value == fast, (rec, slow, fast)
+    print(json.dumps(evaluate(records, current), indent=1))
+    if args.report_test:
+        return
+    rows = grid(records, current.stars)
+    with args.cache.with_suffix(".grid.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["reject_below", "accept_from", "defect_threshold", *rows[0][1]])
+        for p, m in rows:
+            writer.writerow([p.reject_below, p.accept_from, p.defect_threshold, *m.values()])
+    chosen, figures = choose(rows)
+    print(
+        f"chosen: reject_below {chosen.reject_below:g}, accept_from {chosen.accept_from:g}, "
+        f"defect_threshold {chosen.defect_threshold:g}"
+    )
+    print(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()
