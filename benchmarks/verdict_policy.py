@@ -196,6 +196,78 @@ def choose(rows: list[tuple[Policy, dict[str, float]]]) -> tuple[Policy, dict[st
     return max(honest, key=lambda pm: (pm[1]["biq_good_accepted"], -pm[0].reject_below))
 
 
+def plot(rows: list[tuple[Policy, dict[str, float]]], chosen: Policy, target: Path) -> None:
+    """Two panels: what ``reject_below`` catches and costs; what ``accept_from`` admits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    by_reject = sorted(
+        (p.reject_below, m)
+        for p, m in rows
+        if p.accept_from == chosen.accept_from and p.defect_threshold == chosen.defect_threshold
+    )
+    x = [r for r, _ in by_reject]
+    left.plot(
+        x,
+        [100 * m["biq_fail_rejected"] for _, m in by_reject],
+        "o-",
+        label="BIQ2021 rated < 0.30: Rejected",
+    )
+    left.plot(
+        x,
+        [100 * m["protocol_strongest_rejected"] for _, m in by_reject],
+        "s-",
+        label="strongest protocol damage: Rejected",
+    )
+    left.plot(
+        x,
+        [100 * m["biq_good_rejected"] for _, m in by_reject],
+        "^-",
+        label="BIQ2021 rated > 0.70: Rejected",
+    )
+    left.plot(
+        x,
+        [100 * m["samples_rejected"] / 12 for _, m in by_reject],
+        "v-",
+        label="sample photographs: Rejected",
+    )
+    left.axvline(chosen.reject_below, color="grey", linestyle=":")
+    left.set(xlabel="verdict.reject_below", ylabel="% of photos", title="Rejected: failures only")
+    left.legend(fontsize=8)
+    by_accept = sorted(
+        (p.accept_from, m)
+        for p, m in rows
+        if p.reject_below == chosen.reject_below and p.defect_threshold == chosen.defect_threshold
+    )
+    x = [a for a, _ in by_accept]
+    right.plot(
+        x,
+        [100 * m["biq_good_accepted"] for _, m in by_accept],
+        "o-",
+        label="BIQ2021 rated > 0.70: Accepted",
+    )
+    right.plot(
+        x,
+        [100 * m["biq_below_0.6_accepted"] for _, m in by_accept],
+        "^-",
+        label="BIQ2021 rated < 0.60: Accepted",
+    )
+    right.plot(
+        x,
+        [100 * m["samples_accepted"] / 12 for _, m in by_accept],
+        "v-",
+        label="sample photographs: Accepted",
+    )
+    right.axvline(chosen.accept_from, color="grey", linestyle=":")
+    right.set(xlabel="verdict.accept_from", ylabel="% of photos", title="Accepted: good photos")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(target, dpi=90)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -209,6 +281,9 @@ def main() -> None:
     parser.add_argument("--train-sample", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=2021)
     parser.add_argument("--cache", type=Path, default=Path("verdict-policy-scores.json"))
+    parser.add_argument(
+        "--plot", type=Path, help="draw the trade-off (needs matplotlib) into this PNG"
+    )
     parser.add_argument(
         "--report-test",
         action="store_true",
@@ -245,6 +320,8 @@ def main() -> None:
         for p, m in rows:
             writer.writerow([p.reject_below, p.accept_from, p.defect_threshold, *m.values()])
     chosen, figures = choose(rows)
+    if args.plot:
+        plot(rows, chosen, args.plot)
     print(
         f"chosen: reject_below {chosen.reject_below:g}, accept_from {chosen.accept_from:g}, "
         f"defect_threshold {chosen.defect_threshold:g}"

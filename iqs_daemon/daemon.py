@@ -305,11 +305,14 @@ class Daemon:
             if getattr(new, key) != getattr(self.settings, key):
                 log.warning("%s changed: restart the daemon to apply it", key)
         model_changed = scorer.model.info.label != old_scorer.model.info.label
+        policy_changed = scorer.policy.identity != old_scorer.policy.identity
         old_scorer.close()
         self.worker.scorer, self.worker.settings, self.settings = scorer, new, new
         self.pending.settle_seconds = new.settle_seconds
-        log.info("configuration reloaded (model %s)", scorer.model.info.label)
-        if model_changed:
+        log.info("configuration reloaded (model %s, policy %s)", scorer.model.info.label,
+                 scorer.policy.identity)
+        # A new policy re-labels from the stored scores (no decode); a new model re-scores.
+        if model_changed or policy_changed:
             for root in self.roots:
                 self.request_rescan(root)
 

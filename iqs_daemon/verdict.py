@@ -54,8 +54,8 @@ LOW_QUALITY = "low overall quality"
 #: 0..1 diagnostics; ``benchmarks/verdict_policy.py`` shows how they were chosen. A model
 #: may carry its own in its metadata (``iqs.thresholds`` -> ``policy``).
 DEFAULT_POLICY: dict[str, float] = {
-    "reject_below": 30.0,
-    "accept_from": 60.0,
+    "reject_below": 32.5,
+    "accept_from": 57.5,
     "defect_threshold": 0.5,
     "reason_threshold": 0.2,
 }

@@ -144,7 +144,8 @@ class Worker:
         if row is None or row.status == GONE:
             row = self._find_moved(path, stat) or row
         if row is not None and row.stat == stat:
-            if row.status == SCORED and row.model == self.model_label:
+            if (row.status == SCORED and row.model == self.model_label
+                    and row.policy == self.scorer.policy.identity):
                 return None
             if row.status == FAILED and (row.next_attempt_at is None or (
                     change.reason != "retry" and row.next_attempt_at > time.time())):

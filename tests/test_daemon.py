@@ -407,3 +407,36 @@ def test_install_service_writes_a_unit_for_the_installed_executable(tmp_path):
     result = cli(["install-service", str(roots[1])], env)
     assert result.returncode == 0, result.stderr
     assert f'ExecStart="{sys.executable}" "-m" "iqs_daemon" "start" "{roots[1]}"' in unit.read_text()
+
+
+def test_a_reloaded_policy_relabels_from_stored_scores_and_copies_agree(tmp_path, tiny_model,
+                                                                         env_paths):
+    """SIGHUP with a new threshold: every photo re-labelled from its stored score (never
+    decoded again), and a copy of a photo gets the original's label, in any folder."""
+    root = tmp_path / "watched"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    original = root / "a" / "p.jpg"
+    original.write_bytes(jpeg(110))  # tiny-model score ~43: Pending
+    other = root / "b" / "q.jpg"
+    other.write_bytes(jpeg(120))
+    settings = settings_for(env_paths, tiny_model)
+    stricter = settings_for(env_paths, tiny_model, reject_below=50.0)
+    current = [settings]
+    with running(settings, env_paths, [root], reload_settings=lambda: current[0]) as daemon:
+        wait_for(lambda: all_scored(daemon, [original, other]) and idle(daemon))
+        assert {r.label for r in rows(daemon).values()} == {"Pending"}
+        first_policy = daemon.db.get(original).policy
+        current[0] = stricter
+        daemon.reload()
+        wait_for(lambda: daemon.counts["redecided"] == 2 and idle(daemon), timeout=30)
+        copy = root / "b" / "copy-of-p.jpg"
+        shutil.copyfile(original, copy)  # carries the new verdict already
+        fresh = root / "b" / "fresh-copy.jpg"
+        fresh.write_bytes(jpeg(110))  # the same pixels, never scored
+        wait_for(lambda: all_scored(daemon, [copy, fresh]) and idle(daemon))
+        state = rows(daemon)
+        assert daemon.counts["scored"] == 3, "only the new photo was decoded and scored"
+    assert {state[p].label for p in (original, other, copy, fresh)} == {"Rejected"}
+    assert len({state[p].policy for p in state}) == 1
+    assert state[original].policy != first_policy
