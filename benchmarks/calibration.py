@@ -2,8 +2,9 @@
 
     python benchmarks/calibration.py --biq PATH/TO/BIQ2021 [--photos 1000]
 
-Copies a seeded sample of BIQ2021's train-split photos into a temporary folder and
-writes each one's opinion tertile (on the whole train split) as a digiKam pick label:
+Copies BIQ2021 photos the model never trained on (its validation tenth of the train split,
+``training/split.py``; ``--photos`` of them) into a temporary folder and writes each
+one's opinion tertile (on the whole train split) as a digiKam pick label:
 the lowest third Rejected, the middle Pending, the top Accepted, as a photographer who
 culls by those opinions would. Then runs the real CLI, ``iqs-daemon calibrate --json``,
 in an isolated home, and prints the macro-F1 on the held-out half with the default policy
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from verdict_policy import read_biq
+from verdict_policy import read_biq, train_val_indices
 
 
 def main() -> None:
@@ -32,11 +32,11 @@ def main() -> None:
     )
     parser.add_argument("--biq", type=Path, required=True)
     parser.add_argument("--photos", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     rated = read_biq(args.biq / "Train (Images and MOS).csv", args.biq / "Images")
     low, high = np.quantile([mos for _, mos in rated], [1 / 3, 2 / 3])
-    chosen = random.Random(args.seed).sample(rated, args.photos)
+    _, validation = train_val_indices(len(rated))
+    chosen = [rated[i] for i in validation[: args.photos]]
     with tempfile.TemporaryDirectory(prefix="iqs-calibration-") as tmp:
         folder = Path(tmp) / "photos"
         folder.mkdir()
@@ -53,7 +53,7 @@ def main() -> None:
                 "-execute",
             ]
         argfile.write_text("\n".join(lines) + "\n")
-        subprocess.run(["exiftool", "-q", "-@", str(argfile)], check=True)
+        subprocess.run(["exiftool", "-q", "-q", "-@", str(argfile)], check=True)
         env = {**os.environ, "IQS_CONFIG_DIR": f"{tmp}/config", "IQS_STATE_DIR": f"{tmp}/state"}
         result = subprocess.run(
             [sys.executable, "-m", "iqs_daemon", "calibrate", "--json", str(folder)],
