@@ -56,7 +56,7 @@ LOW_QUALITY = "low overall quality"
 DEFAULT_POLICY: dict[str, float] = {
     "reject_below": 32.5,
     "accept_from": 57.5,
-    "defect_threshold": 0.5,
+    "defect_threshold": 0.6,
     "reason_threshold": 0.2,
 }
 
