@@ -203,3 +203,70 @@ def isobmff_complete(data: bytes) -> bool:
             return False
         pos += size
     return True
+
+
+EXIF_IFD_TAG = 0x8769
+DATETIME_ORIGINAL_TAG = 0x9003
+SUBSEC_ORIGINAL_TAG = 0x9291
+
+
+def _ifd_ascii(data: bytes, base: int, order: str, ifd: int, wanted: tuple[int, ...]
+               ) -> dict[int, str | int]:
+    """ASCII values (and LONG pointers) of ``wanted`` tags in the IFD at ``base + ifd``."""
+    found: dict[int, str | int] = {}
+    (count,) = struct.unpack_from(order + "H", data, base + ifd)
+    for i in range(min(count, 1000)):
+        entry = base + ifd + 2 + 12 * i
+        tag, typ, n = struct.unpack_from(order + "HHI", data, entry)
+        if tag not in wanted:
+            continue
+        if typ == 4:  # LONG: a pointer to a sub-IFD
+            found[tag] = struct.unpack_from(order + "I", data, entry + 8)[0]
+        elif typ == 2 and 0 < n <= 64:  # ASCII: inline up to 4 bytes, else at an offset
+            start = entry + 8
+            if n > 4:
+                start = base + struct.unpack_from(order + "I", data, entry + 8)[0]
+            raw = data[start : start + n]
+            found[tag] = raw.split(b"\0", 1)[0].decode("ascii", "replace").strip()
+    return found
+
+
+def _tiff_starts(data: bytes) -> list[int]:
+    """Where an EXIF TIFF structure may start: the file itself (TIFF-based RAW), after
+    each ``Exif\0\0`` (JPEG APP1, HEIF's Exif item; the same bytes also name the item
+    type in HEIF's item table, so every hit is tried), after a CR3's ``CMT2`` box tag."""
+    starts = [0] if data[:4] in (b"II*\0", b"MM\0*") else []
+    for marker, skip in ((b"Exif\0\0", 6), (b"CMT2", 4)):
+        at = data.find(marker)
+        while at != -1 and len(starts) < 16:
+            starts.append(at + skip)
+            at = data.find(marker, at + 1)
+    return starts
+
+
+def _capture_tags(data: bytes, base: int) -> dict[int, str | int]:
+    order = {b"II": "<", b"MM": ">"}[data[base : base + 2]]
+    magic, ifd0 = struct.unpack_from(order + "HI", data, base + 2)
+    if magic != 42:
+        return {}
+    wanted = (EXIF_IFD_TAG, DATETIME_ORIGINAL_TAG, SUBSEC_ORIGINAL_TAG)
+    tags = _ifd_ascii(data, base, order, ifd0, wanted)
+    pointer = tags.get(EXIF_IFD_TAG)
+    if DATETIME_ORIGINAL_TAG not in tags and isinstance(pointer, int):
+        tags = _ifd_ascii(data, base, order, pointer, wanted)  # CR3's CMT2 is that IFD itself
+    return tags
+
+
+def exif_capture_time(data: bytes) -> tuple[str, str] | None:
+    """EXIF ``DateTimeOriginal`` ("YYYY:MM:DD HH:MM:SS") and ``SubSecTimeOriginal`` ("" when
+    absent) from the first EXIF block in ``data`` that has them, or None."""
+    for base in _tiff_starts(data):
+        try:
+            tags = _capture_tags(data, base)
+        except (KeyError, struct.error):
+            continue
+        when = tags.get(DATETIME_ORIGINAL_TAG)
+        if isinstance(when, str) and when:
+            subsec = tags.get(SUBSEC_ORIGINAL_TAG)
+            return when, subsec if isinstance(subsec, str) else ""
+    return None
