@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
+import numpy as np
 
 from iqs_daemon import decoding
 from iqs_daemon.config import Settings
@@ -25,8 +26,6 @@ from iqs_daemon.verdict import Policy, decide
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    import numpy as np
 
 MAX_PIXELS = Settings().max_pixels
 
@@ -113,3 +112,66 @@ def naive_pipeline(model: QualityModel, files: list[Path], settings: Settings) -
             verdict = decide(path, scores, model.info, thresholds)
             writer.write_verdict(path, verdict, decoding.fingerprint(rgb), settings)
     return clock.rate(len(files))
+
+
+# --- the hardware's floors: what the libraries allow, not what our code path costs ------
+
+
+def library_decode_floor(kind: str, files: list[Path], workers: int) -> Rate:
+    """Photos/s of the bare library decode at the smallest size the model allows, on every
+    core: JPEG ``cv2.imread(IMREAD_REDUCED_COLOR_2)`` (the DCT scale that still gives a
+    1024 px short side to a 24 MP photo), HEIC libheif's full decode (it has no reduced
+    decode), RAW the preview JPEG located by the product and decoded as JPEG."""
+
+    def jpeg(path: Path) -> None:
+        cv2.imread(str(path), cv2.IMREAD_REDUCED_COLOR_2)
+
+    def heic(path: Path) -> None:
+        import pillow_heif
+
+        pillow_heif.open_heif(str(path), convert_hdr_to_8bit=True)[0].data  # noqa: B018
+
+    previews: dict[Path, bytes] = {}
+    if kind == "raw":  # locating the preview is our code; decoding it is the floor
+        for path in files:
+            data = path.read_bytes()
+            start = data.find(b"\xff\xd8\xff", 1024)
+            previews[path] = data[start:]
+
+    def raw(path: Path) -> None:
+        buffer = np.frombuffer(previews[path], np.uint8)
+        cv2.imdecode(buffer, cv2.IMREAD_REDUCED_COLOR_2)
+
+    work = {"jpeg": jpeg, "heic": heic, "raw": raw}[kind]
+    work(files[0])
+    with ThreadPoolExecutor(workers) as pool:
+        clock = Clock()
+        for _ in pool.map(work, files):
+            pass
+        return clock.rate(len(files))
+
+
+def library_model_floor(path: Path, views: list[dict[str, np.ndarray]], threads: int,
+                        batch_sizes: tuple[int, ...] = (1, 8)) -> tuple[Rate, int]:
+    """The model file alone in ONNX Runtime with its default session options (CPU arena
+    on, ``threads`` intra-op threads), at the best of ``batch_sizes``: (rate, batch)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    best: tuple[Rate, int] | None = None
+    for batch_size in batch_sizes:
+        batches = [{n: np.stack([v[n] for v in views[i:i + batch_size]]) for n in names}
+                   for i in range(0, len(views) - batch_size + 1, batch_size)]
+        session.run(None, batches[0])
+        clock = Clock()
+        for _ in range(2):
+            for feed in batches:
+                session.run(None, feed)
+        rate = clock.rate(2 * batch_size * len(batches))
+        if best is None or rate.per_second > best[0].per_second:
+            best = (rate, batch_size)
+    assert best is not None
+    return best
