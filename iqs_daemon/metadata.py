@@ -27,6 +27,7 @@ import shutil
 import stat
 import tempfile
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,7 @@ from .records import WriteResult
 from .xmp_tags import (
     EXIF_EXTENSIONS,
     IQS,
+    RATING,
     READ_KEYS,
     FileTags,
     Plan,
@@ -75,6 +77,7 @@ __all__ = [
     "SIDECAR_EXTENSIONS",
     "MetadataWriter",
     "StoredMetadata",
+    "hand_label",
     "read_stored",
     "target_for",
     "write_verdict",
@@ -235,6 +238,8 @@ class MetadataWriter:
             raise MetadataError(photo, f"exiv2: {exc}") from exc
 
     def _read_file(self, photo: Path, file: Path, kind: str) -> FileTags:
+        if kind == "embedded" and _is_empty(file):
+            raise MetadataError(photo, "empty file")  # as decoding says; exiv2 would not
         found = self._call(photo, file, {"op": "read", "keys": READ_KEYS, "prefixes": [IQS]})
         # exiv2 derives EXIF from a sidecar's XMP (xmp:Rating -1 as Rating 65535): ignore it.
         exif = found["exif"] if kind == "embedded" else {}
@@ -308,13 +313,20 @@ class MetadataWriter:
         )
         if plan.kept_user_label:
             notes.append("kept user label")
+        read_only = (not embedded and photo.suffix.lower() in EMBEDDED_EXTENSIONS
+                     and not settings.sidecar_only)
+        if read_only:
+            notes.append("read-only photo: written to a sidecar")
+        held = plan.xmp.get(RATING) if RATING in plan.xmp else (current and current.get(RATING))
+        result = WriteResult(photo, target, False, plan.kept_user_label, tuple(notes),
+                             rating=_as_int(held), read_only_fallback=read_only)
         if dry_run:
-            return WriteResult(photo, target, False, plan.kept_user_label, (*notes, *plan.notes()))
+            return replace(result, notes=(*notes, *plan.notes()))
         if up_to_date(on_disk, plan):
-            return WriteResult(photo, target, False, plan.kept_user_label, (*notes, "up to date"))
+            return replace(result, notes=(*notes, "up to date"))
         self._replace(photo, target, plan, keep_mtime=embedded and settings.keep_mtime,
                       expected=expected if embedded else None)
-        return WriteResult(photo, target, True, plan.kept_user_label, tuple(notes))
+        return replace(result, written=True)
 
     def _sidecar_view(self, photo: Path, sidecar: FileTags | None) -> FileTags | None:
         """Labels as a sidecar-reading tool sees them: the sidecar over the embedded XMP."""
@@ -393,6 +405,34 @@ def _check_writable(photo: Path, target: Path) -> None:
         raise MetadataError(photo, f"cannot write metadata: the folder {folder} is read-only")
     if target != photo and target.exists() and not _writable(target):
         raise MetadataError(photo, f"cannot write metadata: the sidecar {target.name} is read-only")
+
+
+def hand_label(stored: StoredMetadata) -> str | None:
+    """The pick label a person set and we kept ("Accepted", or "no pick label" for a
+    rating alone), or None when what the photo shows is ours or nothing at all."""
+    shown = (stored.pick_label.value if stored.pick_label else 0, stored.rating or 0)
+    ours = (stored.written_pick_label, stored.written_rating)
+    if ours == (None, None):  # no record of ours: any label or rating is someone else's
+        by_hand = shown != (0, 0) or stored.microsoft_rating not in (None, 0)
+    else:
+        by_hand = shown != (ours[0] or 0, ours[1] or 0)
+    if not by_hand:
+        return None
+    return stored.pick_label.title if stored.pick_label else "no pick label"
+
+
+def _is_empty(file: Path) -> bool:
+    try:
+        return file.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def _as_int(value: object) -> int | None:
+    try:
+        return int(float(str(value)))
+    except ValueError:
+        return None
 
 
 def _identity(file: Path) -> tuple[str, int, int]:

@@ -86,3 +86,5 @@ class WriteResult:
     written: bool  # False for --dry-run, or when nothing needed writing
     kept_user_label: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
+    rating: int | None = None  # the xmp:Rating the target holds (or, dry run, would hold)
+    read_only_fallback: bool = False  # a sidecar only because the photo is read-only

@@ -5,10 +5,19 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .errors import IqsError
+from .metadata import hand_label
 from .pipeline import Outcome
 from .records import PickLabel
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .xmp_tags import StoredMetadata
+
+    Reader = Callable[[Path], StoredMetadata]
 
 
 def outcome_json(outcome: Outcome) -> dict[str, Any]:
@@ -17,9 +26,13 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
     if outcome.verdict:
         v = outcome.verdict
         record.update(
-            score=v.score, label=v.label.title, stars=v.stars, reasons=list(v.reasons),
+            score=v.score, label=v.label.title, reasons=list(v.reasons),
             diagnostics=v.diagnostics, model=f"{v.model_name} {v.model_version}",
         )
+        # The rating the file holds (Rejected: rejected_rating, -1 by default; a rating
+        # set by hand where it was kept), not the verdict's 0..5 stars.
+        held = outcome.write.rating if outcome.write else None
+        record["stars"] = v.stars if held is None else held
     if outcome.write:
         record.update(
             written_to=str(outcome.write.target) if outcome.write.written else None,
@@ -32,24 +45,38 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
 
 @dataclass
 class RunSummary:
-    """Counts and the worst photos of one run, accumulated as outcomes arrive."""
+    """Counts and the worst photos of one run, accumulated as outcomes arrive.
+
+    ``labels`` counts the label each photo shows when ours is what it shows, scored now
+    or before (a re-run shows the folder, not zeros); ``hand_labels`` the labels set by
+    hand that were kept, by the label the photo shows.
+    """
 
     worst_count: int = 10
     labels: Counter[str] = field(default_factory=Counter)
+    hand_labels: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
     targets: Counter[str] = field(default_factory=Counter)  # embedded | sidecar | not written
     kept_user_labels: int = 0
     scored: list[Outcome] = field(default_factory=list)
     failures: list[Outcome] = field(default_factory=list)
+    read_only: list[Path] = field(default_factory=list)  # sidecar: the photo is read-only
     folders: set[Path] = field(default_factory=set)
 
-    def add(self, outcome: Outcome) -> None:
+    def add(self, outcome: Outcome, read: Reader | None = None) -> None:
+        """Count ``outcome``; ``read`` looks up what a photo carries where the outcome
+        does not say (a photo scored before, a hand label kept)."""
         self.statuses[outcome.status] += 1
         if outcome.status == "failed":
             self.failures.append(outcome)
         if outcome.verdict is None:
+            if outcome.status != "failed":
+                self._count_stored(outcome.candidate.path, read)
             return
-        self.labels[outcome.verdict.label.title] += 1
+        if outcome.write and outcome.write.kept_user_label:
+            self._count_stored(outcome.candidate.path, read)
+        else:
+            self.labels[outcome.verdict.label.title] += 1
         if outcome.status == "scored":
             self.scored.append(outcome)
             # Keep only the worst few, so a 100,000-photo run stays small.
@@ -62,9 +89,25 @@ class RunSummary:
             self.targets[kind] += 1
             self.kept_user_labels += w.kept_user_label
             self.folders.add(outcome.candidate.path.parent)
+            if w.read_only_fallback:
+                self.read_only.append(w.path)
+
+    def _count_stored(self, path: Path, read: Reader | None) -> None:
+        if read is None:
+            return
+        try:
+            stored = read(path)
+        except IqsError:
+            return  # it was scored; only the count of what it shows is lost
+        by_hand = hand_label(stored)
+        if by_hand is not None:
+            self.hand_labels[by_hand] += 1
+        elif stored.label is not None:
+            self.labels[stored.label.title] += 1
 
     def worst(self) -> list[Outcome]:
-        return sorted(self.scored, key=lambda o: o.verdict.score if o.verdict else 0.0)[: self.worst_count]
+        return sorted(self.scored, key=lambda o: o.verdict.score if o.verdict else 0.0)[
+            : self.worst_count]
 
     @property
     def total(self) -> int:
@@ -72,4 +115,6 @@ class RunSummary:
 
     @property
     def label_order(self) -> list[str]:
-        return [label.title for label in (PickLabel.REJECTED, PickLabel.PENDING, PickLabel.ACCEPTED)]
+        order = [label.title for label in (PickLabel.REJECTED, PickLabel.PENDING,
+                                           PickLabel.ACCEPTED)]
+        return order + sorted(set(self.hand_labels) - set(order))

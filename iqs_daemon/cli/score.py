@@ -75,7 +75,7 @@ def score_command(
         with progress:
             task = progress.add_task("score", total=len(candidates))
             for outcome in scorer.process(candidates):
-                summary.add(outcome)
+                summary.add(outcome, lambda path: scorer.metadata.read_stored(path, settings))
                 progress.advance(task)
                 if outcome.error:
                     err.print(f"failed {outcome.error}", markup=False, highlight=False)
@@ -89,19 +89,24 @@ def score_command(
         raise typer.Exit(ExitCode.SOME_FAILED)
 
 
-def _print_summary(console: Console, s: RunSummary, elapsed: float, model: str, dry_run: bool) -> None:
+def _print_summary(
+    console: Console, s: RunSummary, elapsed: float, model: str, dry_run: bool
+) -> None:
     if s.total == 0:
         console.print("No photos found.")
         return
-    labels = Table(title=f"{s.total} photos, model {model}", title_justify="left")
-    labels.add_column("label")
-    labels.add_column("photos", justify="right")
+    # The title on its own line: a table title wraps at the (narrow) table's width.
+    console.print(f"{s.total} photos, model {model}", highlight=False)
+    labels = Table()
+    labels.add_column("label the photos show")
+    labels.add_column("ours", justify="right")
+    labels.add_column("set by hand, kept", justify="right")
     for label in s.label_order:
-        labels.add_row(label, str(s.labels.get(label, 0)))
+        labels.add_row(label, str(s.labels.get(label, 0)), str(s.hand_labels.get(label, 0)))
     if s.statuses.get("unchanged"):
-        labels.add_row("(already scored, skipped)", str(s.statuses["unchanged"]))
+        labels.add_row("(already scored, not changed)", str(s.statuses["unchanged"]), "")
     if s.failures:
-        labels.add_row("[red]failed[/red]", str(len(s.failures)))
+        labels.add_row("[red]failed[/red]", str(len(s.failures)), "")
     console.print(labels)
     worst = s.worst()
     if worst:
@@ -116,12 +121,20 @@ def _print_summary(console: Console, s: RunSummary, elapsed: float, model: str, 
             table.add_row(f"{v.score:.1f}", v.label.title, ", ".join(v.reasons) or "-", str(o.candidate.path))
         console.print(table)
     scored = s.statuses.get("scored", 0)
-    console.print(f"Throughput: {scored / elapsed:.1f} photos/s ({scored} scored in {elapsed:.1f} s)")
+    if scored:
+        console.print(f"Throughput: {scored / elapsed:.1f} photos/s "
+                      f"({scored} scored in {elapsed:.1f} s)")
     if dry_run:
         console.print("Dry run: no file was changed.")
     else:
         where = ", ".join(f"{n} {kind}" for kind, n in sorted(s.targets.items())) or "nothing"
         console.print(f"Written: {where}")
+        if s.read_only:
+            console.print(f"{len(s.read_only)} read-only, so written to a sidecar beside them:")
+        for photo in s.read_only[:10]:  # a path is never broken across lines
+            console.print(f"  {photo}", highlight=False, soft_wrap=True)
+        if len(s.read_only) > 10:
+            console.print(f"  and {len(s.read_only) - 10} more")
         if s.kept_user_labels:
             console.print(f"Kept {s.kept_user_labels} labels or ratings set by hand (use --replace-hand-labels to replace).")
         if len(s.folders) <= 3:

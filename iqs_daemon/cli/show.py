@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,8 +12,11 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from .. import decoding
+from ..config import Settings
+from ..discovery import RAW_EXTENSIONS
 from ..errors import IqsError
-from ..metadata import MetadataWriter, StoredMetadata
+from ..metadata import MetadataWriter, StoredMetadata, hand_label
 from ..records import PickLabel
 from ..xmp_tags import DIAGNOSTICS, READ_KEYS
 from .app import ExitCode, app
@@ -49,9 +53,23 @@ def _file_labels(stored: StoredMetadata) -> dict[Path, str]:
     return labels
 
 
-def render(stored: StoredMetadata) -> Group:
+def judged_from(photo: Path, settings: Settings) -> str | None:
+    """For a RAW: "embedded preview WxH", the picture its verdict is judged from (the
+    decode picks the same preview every time), or None for other formats."""
+    if photo.suffix.lower() not in RAW_EXTENSIONS:
+        return None
+    try:
+        decoded = decoding.decode(photo, min_short_side=decoding.MIN_PREVIEW_SHORT_SIDE,
+                                  max_pixels=settings.max_pixels)
+    except IqsError as exc:
+        return f"no usable picture ({exc.reason})" if hasattr(exc, "reason") else str(exc)
+    match = re.match(r"raw preview (\d+x\d+)", decoded.source)
+    return f"embedded preview {match.group(1)}" if match else decoded.source
+
+
+def render(stored: StoredMetadata, source: str | None = None) -> Group:
     """Per photo: its path, a table of what we wrote and every label or rating found in
-    each file, then which file is which."""
+    each file, then which file is which. ``source``: what a RAW was judged from."""
     labels = _file_labels(stored)
     table = Table()
     table.add_column("Tag", no_wrap=True)
@@ -63,6 +81,14 @@ def render(stored: StoredMetadata) -> Group:
         value = stored.diagnostics.get(name) if name in DIAGNOSTICS else getattr(stored, name)
         if value not in (None, ()):
             table.add_row(title, _text(value), labels[stored.sources[name]])
+    if stored.has_verdict and source is not None:
+        table.add_row("Judged from", source, "")
+    kept = hand_label(stored) if stored.has_verdict else None
+    if kept is not None:
+        where = stored.sources.get("pick_label") or stored.sources.get("rating")
+        table.add_row("Hand label (kept)", f"{kept}, set by hand; ours is "
+                      f"{_text(stored.label) if stored.label else 'not shown'}",
+                      labels.get(where, "") if where else "")
     table.add_section()
     for file in stored.files:
         for key in READ_KEYS:
@@ -103,9 +129,13 @@ def show(
                 failed += 1
                 typer.echo(f"iqs-daemon: error: {exc}", err=True)
                 continue
+            source = judged_from(photo, settings)
             if as_json:
-                typer.echo(json.dumps(stored.to_json(), ensure_ascii=False))
+                record = stored.to_json()
+                record.update(hand_label=hand_label(stored) if stored.has_verdict else None,
+                              judged_from=source)
+                typer.echo(json.dumps(record, ensure_ascii=False))
             else:
-                console.print(render(stored))
+                console.print(render(stored, source))
     if failed:
         raise typer.Exit(ExitCode.SOME_FAILED)
