@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 from . import discovery
 from .errors import IqsError, ModelError
 from .model import default_model_path, expected_sha256
-from .service import DaemonLock, StatusFile, sd_notify, status_file_for, watchdog_interval_seconds
+from .service import (
+    DaemonLock,
+    StatusFile,
+    remember_roots,
+    sd_notify,
+    status_file_for,
+    watchdog_interval_seconds,
+)
 from .state import GONE, SKIPPED, FileStat, StateDB
 from .watching import Change, PendingChanges, WatchSet, WorkQueue
 from .worker import DaemonScorer, Worker
@@ -105,6 +112,7 @@ class Daemon:
     # -- the main thread ----------------------------------------------------------------
     def run(self) -> int:
         self.lock.acquire(self.status.path)
+        remember_roots(self.paths.state_dir, self.roots)
         threads: list[threading.Thread] = []
         db: StateDB | None = None
         try:

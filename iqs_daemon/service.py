@@ -102,6 +102,32 @@ def read_lock(state_dir: Path) -> LockInfo | None:
         os.close(fd)
 
 
+# --- the folders last watched -------------------------------------------------------------
+
+ROOTS_NAME = "roots.json"
+
+
+def remember_roots(state_dir: Path, roots: list[Path]) -> None:
+    """Note the folders this daemon watches, so ``status`` shows them after it stopped."""
+    try:
+        tmp = state_dir / f".{ROOTS_NAME}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps([os.fsdecode(r) for r in roots]))
+        os.replace(tmp, state_dir / ROOTS_NAME)
+    except OSError as exc:  # only status uses it: never stop the daemon for it
+        log.debug("cannot write %s: %s", state_dir / ROOTS_NAME, exc)
+
+
+def remembered_roots(state_dir: Path) -> list[Path]:
+    """The folders the last daemon on this state directory watched (none if unknown)."""
+    try:
+        data = json.loads((state_dir / ROOTS_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [Path(r) for r in data if isinstance(r, str)] if isinstance(data, list) else []
+
+
 # --- the status file --------------------------------------------------------------------
 
 

@@ -331,11 +331,19 @@ class StateDB:
                 yield Path(os.fsdecode(row["path"])), row["status"]
             last = rows[-1]["path"]
 
-    def totals(self) -> dict[str, int]:
-        """Photos per label ("Rejected", ...), plus "failed"; files that are gone are left out."""
+    def totals(self, below: Path | None = None) -> dict[str, int]:
+        """Photos per label ("Rejected", ...), plus "failed"; files that are gone are left out.
+
+        ``below``: only the photos in that folder (and its sub-folders).
+        """
+        where, params = "status != 'gone'", ()
+        if below is not None:
+            prefix = os.path.join(os.fsencode(below), b"")
+            where += " AND substr(path, 1, ?) = ?"
+            params = (len(prefix), prefix)
         rows = self._query(
             "SELECT CASE WHEN status = 'scored' THEN COALESCE(label, 'unknown') ELSE status END"
-            " AS k, COUNT(*) AS n FROM photos WHERE status != 'gone' GROUP BY k")
+            f" AS k, COUNT(*) AS n FROM photos WHERE {where} GROUP BY k", params)
         return {r["k"]: r["n"] for r in rows}
 
     def recent_errors(self, limit: int = 5) -> list[PhotoRecord]:

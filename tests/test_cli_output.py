@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from daemonkit import cli, daemon_env, jpeg
+from daemonkit import all_scored, cli, daemon_env, idle, jpeg, running, settings_for, wait_for
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 
@@ -180,3 +180,29 @@ def test_show_on_an_empty_file_says_empty_file(tmp_path):
     shown = cli(["show", str(empty)], env)
     assert shown.returncode == 3
     assert shown.stderr.strip() == f"iqs-daemon: error: {empty}: empty file"
+
+
+# --- status ------------------------------------------------------------------------------
+
+
+def test_status_when_stopped_shows_no_speed_and_totals_per_watched_folder(
+        tmp_path, tiny_model, env_paths):
+    settings = settings_for(env_paths, tiny_model)
+    old, new = tmp_path / "old-card", tmp_path / "Pictures"
+    for root, count in ((old, 3), (new, 2)):
+        root.mkdir()
+        photos = [root / f"p{i}.jpg" for i in range(count)]
+        for i, photo in enumerate(photos):
+            photo.write_bytes(jpeg(15 if i == 0 else 240, seed=i))
+        with running(settings, env_paths, [root]) as daemon:
+            wait_for(lambda d=daemon, p=photos: all_scored(d, p) and idle(d))
+    report = json.loads(cli(["status", "--json"], daemon_env(tmp_path)).stdout)
+    assert report["running"] is False
+    assert "photos_per_second" not in report
+    assert report["totals_by_folder"] == {str(new): {"Rejected": 1, "Accepted": 1}}
+    assert report["totals"] == {"Rejected": 1, "Accepted": 1}
+    assert report["elsewhere"] == 3
+    lines = cli(["status"], daemon_env(tmp_path)).stdout.splitlines()
+    assert not any(line.startswith("Speed") for line in lines)
+    assert f"Photos in {new}: 1 Accepted, 1 Rejected." in lines
+    assert "Elsewhere (folders not watched now): 3 photos." in lines

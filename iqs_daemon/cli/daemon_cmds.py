@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import typer
 
 from ..config import Paths
 from ..errors import DaemonRunning
-from ..service import StatusFile, read_lock, render_unit, user_unit_path
+from ..service import StatusFile, read_lock, remembered_roots, render_unit, user_unit_path
 from ..state import StateDB
 from .app import ExitCode, app
 from .common import CONFIG_OPTION, SET_OPTION, settings_from
@@ -77,17 +78,24 @@ def collect_status(paths: Paths, *, errors: int = 5) -> dict[str, Any]:
             status_age_seconds=round(time.time() - live["updated_epoch"], 1),
             **{k: live.get(k) for k in ("phase", "roots", "backends", "model", "queue_depth",
                                         "settling", "in_flight", "photos_per_second", "session")})
-    report["totals"], report["last_errors"] = {}, []
+    # Totals per watched folder (the running daemon's, else the last one's), not mixed
+    # with folders watched once and no longer.
+    roots = [Path(r) for r in (live or {}).get("roots") or []] or remembered_roots(
+        paths.state_dir)
+    report["totals"], report["totals_by_folder"], report["last_errors"] = {}, {}, []
     if paths.database.is_file():
         with StateDB(paths.database) as db:
-            report["totals"] = db.totals()
+            everything = db.totals()
+            by_folder = {str(root): db.totals(below=root) for root in roots}
+            report["totals"] = dict(sum((Counter(t) for t in by_folder.values()), Counter())
+                                    ) if roots else everything
+            report["totals_by_folder"] = by_folder
+            report["elsewhere"] = sum(everything.values()) - sum(report["totals"].values())
             report["last_errors"] = [
                 {"path": str(r.path), "status": r.status, "error": r.error,
                  "attempts": r.attempts,
                  "retry_at": r.next_attempt_at, "updated": r.updated}
                 for r in db.recent_errors(errors)]
-            if not live:
-                report["photos_per_second"] = round(db.scored_since(time.time() - 60) / 60, 3)
     return report
 
 
@@ -110,6 +118,13 @@ def _duration(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
+def _counts(totals: dict[str, int]) -> str:
+    order = ["Accepted", "Pending", "Rejected", "failed", "skipped"]
+    parts = [f"{totals[k]} {k}" for k in order if k in totals]
+    parts += [f"{n} {k}" for k, n in sorted(totals.items()) if k not in order]
+    return ", ".join(parts)
+
+
 def render_status(report: dict[str, Any]) -> list[str]:
     lines = []
     if not report["running"]:
@@ -123,16 +138,17 @@ def render_status(report: dict[str, Any]) -> list[str]:
         if "queue_depth" in report:
             lines.append(f"Queue: {report['queue_depth']} waiting, {report['settling']} settling, "
                          f"{report['in_flight']} in progress ({report['phase']}).")
-    if report.get("photos_per_second") is not None:
+    if report["running"] and report.get("photos_per_second") is not None:
         lines.append(f"Speed: {report['photos_per_second']:.2f} photos/s over the last minute.")
-    totals = report["totals"]
-    if totals:
-        order = ["Accepted", "Pending", "Rejected", "failed", "skipped"]
-        parts = [f"{totals[k]} {k}" for k in order if k in totals]
-        parts += [f"{n} {k}" for k, n in sorted(totals.items()) if k not in order]
-        lines.append(f"Photos: {', '.join(parts)}.")
-    else:
+    folders = report.get("totals_by_folder") or {}
+    if not report["totals"] and not report.get("elsewhere"):
         lines.append(f"Photos: none recorded yet ({report['database']}).")
+    elif not folders:
+        lines.append(f"Photos: {_counts(report['totals'])}.")
+    for folder, totals in folders.items():
+        lines.append(f"Photos in {folder}: {_counts(totals) if totals else 'none recorded yet'}.")
+    if folders and report.get("elsewhere"):
+        lines.append(f"Elsewhere (folders not watched now): {report['elsewhere']} photos.")
     if report["last_errors"]:
         lines.append("Last errors:")
         for e in report["last_errors"]:
