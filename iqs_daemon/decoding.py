@@ -237,7 +237,7 @@ def drop_large_png_text(data: bytes) -> bytes:
 
 
 def _metadata_orientation(types: object, blobs: object) -> int:
-    for typ, blob in zip(np.ravel(types), blobs):  # type: ignore[call-overload]
+    for typ, blob in zip(np.ravel(types), blobs, strict=False):  # type: ignore[call-overload]
         if int(typ) == cv2.IMAGE_METADATA_EXIF:
             exif = np.asarray(blob).tobytes()
             return exif_orientation(exif[6:] if exif.startswith(b"Exif\0\0") else exif) or 1
@@ -362,10 +362,29 @@ def _decode_heif(path: Path, data: bytes, min_short_side: int, max_pixels: int) 
         raise DecodeError(path, f"truncated or corrupt HEIF ({reason})") from exc
     source = "heif"
     if pixels.dtype == np.uint16:  # 10 or 12 bits, scaled by libheif to the 16-bit range
-        source = f"heif {image.info.get('bit_depth', 16)}-bit"
-        if image.info.get("nclx_profile", {}).get("transfer_characteristics") == 16:  # PQ
-            pixels, source = _pq_to_sdr_lut()[pixels], source + " pq"
+        transfer = image.info.get("nclx_profile", {}).get("transfer_characteristics")
+        source = f"heif {image.info.get('bit_depth', 16)}-bit" + _HDR_TRANSFERS.get(transfer, "")
+        _refuse_black_frame(path, pixels, source)
+        if transfer == 16:  # PQ
+            pixels = _pq_to_sdr_lut()[pixels]
     return _heif_rgb8(pixels), (width, height), source
+
+
+_HDR_TRANSFERS = {16: " pq", 18: " hlg"}  # nclx transfer_characteristics (ITU-T H.273)
+# The brightest code value of a frame that is black for any viewer: 1/16 of full scale is
+# 64 of 1023 in 10 bits, under 0.4 cd/m2 in PQ. A photo has some pixel above that.
+BLACK_FRAME_MAX_CODE = 65535 // 16
+
+
+def _refuse_black_frame(path: Path, pixels: np.ndarray, source: str) -> None:
+    """A 10/12-bit HEIF that decodes to black (a camera's HDR HIF that libheif's HEVC
+    decoder gets wrong, or a file whose image data is gone) is not judged: it would only
+    be Rejected as under-exposed."""
+    if int(pixels.max()) <= BLACK_FRAME_MAX_CODE:
+        kind = source.removeprefix("heif ")
+        kind = kind.replace(" pq", " HDR (PQ)").replace(" hlg", " HDR (HLG)")
+        raise UnsupportedFormat(path, f"{kind} HEIF decodes to an all-black frame here "
+                                      "(libheif cannot decode its pixels): not judged")
 
 
 def _heif_thumbnail(image: object, min_short_side: int) -> np.ndarray | None:

@@ -206,3 +206,45 @@ def test_status_when_stopped_shows_no_speed_and_totals_per_watched_folder(
     assert not any(line.startswith("Speed") for line in lines)
     assert f"Photos in {new}: 1 Accepted, 1 Rejected." in lines
     assert "Elsewhere (folders not watched now): 3 photos." in lines
+
+
+# --- 10-bit HDR HEIF ------------------------------------------------------------------------
+
+
+def pq_heif(path: Path, code_value: int) -> Path:
+    """A real 10-bit HEIF tagged PQ / BT.2020 (x265 through pillow-heif), flat with detail."""
+    import numpy as np
+    import pillow_heif
+
+    pixels = np.full((96, 128, 3), code_value, np.uint16)
+    pixels[::5] = min(code_value * 2, 65535)
+    heif = pillow_heif.from_bytes(mode="RGB;16", size=(128, 96), data=pixels.tobytes())
+    heif.save(path, quality=-1, nclx_profile={"color_primaries": 9, "transfer_characteristics": 16,
+                                              "matrix_coefficients": 9, "full_range_flag": 1})
+    return path
+
+
+R5 = SAMPLES / "raw" / "canon_eos_r5.hif"
+
+
+@pytest.mark.skipif(not R5.is_file(), reason="camera sample canon_eos_r5.hif absent")
+def test_hdr_heif_that_decodes_black_is_not_judged(tmp_path, tiny_model):
+    env = daemon_env(tmp_path)
+    hif = tmp_path / R5.name
+    shutil.copyfile(R5, hif)
+    try:
+        good = pq_heif(tmp_path / "hdr.heic", 32768)  # PQ 0.5: about 92 cd/m2
+    except (OSError, ValueError, KeyError) as exc:  # pillow-heif built without an encoder
+        pytest.skip(f"cannot write a 10-bit HEIF here: {exc}")
+    result = cli(["score", "--json", *model_set(tiny_model), str(hif), str(good)], env)
+    assert result.returncode == 3, result.stderr
+    records = {Path(r["path"]).name: r for r in map(json.loads, result.stdout.splitlines())}
+    assert records[hif.name]["status"] == "failed"
+    assert "label" not in records[hif.name]
+    assert "all-black frame" in records[hif.name]["error"]
+    assert "not judged" in records[hif.name]["error"]
+    assert not Path(f"{hif}.xmp").exists()  # no verdict anywhere
+    assert records["hdr.heic"]["status"] == "scored"  # a real PQ photo is judged
+    assert Path(f"{good}.xmp").is_file()
+    said = " ".join(result.stderr.split())  # the console wraps long lines
+    assert f"failed {hif}: 10-bit HDR (PQ) HEIF decodes to an all-black frame" in said
