@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 
 from .discovery import describe_os_error
-from .errors import DecodeError, ImageTooLarge, InputError, UnsupportedFormat
+from .errors import DecodeError, ImageTooLarge, InputError, UnreadableFile, UnsupportedFormat
 from .imageheaders import (
     JpegHeader,
     exif_orientation,
@@ -104,7 +104,7 @@ def _read(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise InputError(path, describe_os_error(exc)) from exc
+        raise UnreadableFile(path, describe_os_error(exc)) from exc
     if not data:
         raise DecodeError(path, "empty file")
     return data

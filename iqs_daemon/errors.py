@@ -3,11 +3,15 @@
     IqsError                     every error we raise; str(exc) is the user's message
     ├── ConfigError              a bad config file or flag (names the key and the file)
     ├── InputError               one photo cannot be used; carries the path
+    │   ├── UnreadableFile       the OS refused to read it (permissions, I/O): transient
     │   ├── UnsupportedFormat    not a format we decode
-    │   ├── DecodeError          a supported format that does not decode (truncated, corrupt)
+    │   ├── DecodeError          a supported format that does not decode (truncated, corrupt,
+    │   │                        or still being copied): transient
     │   ├── ImageTooLarge        more pixels than the decompression-bomb limit
     │   └── FileChanged          the file changed while it was being scored (looked at again)
-    ├── MetadataError            reading or writing XMP failed; carries the path
+    ├── MetadataError            reading or writing XMP failed (a busy or read-only file or
+    │   │                        folder, a full disk); carries the path: transient
+    │   └── MetadataRefused      exiv2 refused this content or crashed on it: the same next time
     ├── DatasetError             ``eval``: a labels file or photo folder it cannot use; carries the path
     ├── ModelError               the model file is missing, corrupt or unusable
     └── StateError               the SQLite state cannot be opened or written
@@ -15,6 +19,9 @@
 
 Third-party failures (cv2 returning None, pyexiv2's RuntimeError, sqlite3 errors) are
 translated where they happen, with the cause kept (``raise ... from exc``).
+
+``transient`` is a property of the class: the daemon retries a transient error later
+(with back-off) and waits for the file to change after a permanent one.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ from pathlib import Path
 
 class IqsError(Exception):
     """Base class: every error iqs-daemon raises on purpose."""
+
+    #: True: the same photo may well succeed later (retry); False: not until it changes.
+    transient: bool = False
 
 
 class ConfigError(IqsError):
@@ -52,12 +62,16 @@ class InputError(FileError):
     """This photo cannot be scored; the pipeline records the reason and goes on."""
 
 
+class UnreadableFile(InputError):
+    transient = True
+
+
 class UnsupportedFormat(InputError):
     pass
 
 
 class DecodeError(InputError):
-    pass
+    transient = True
 
 
 class ImageTooLarge(InputError):
@@ -69,7 +83,13 @@ class FileChanged(InputError):
 
 
 class MetadataError(FileError):
-    pass
+    transient = True
+
+
+class MetadataRefused(MetadataError):
+    """exiv2 refused the file's metadata (a corrupt EXIF or XMP block) or crashed on it."""
+
+    transient = False
 
 
 class DatasetError(FileError):

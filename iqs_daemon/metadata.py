@@ -41,7 +41,7 @@ from .discovery import (
     TIFF_EXTENSIONS,
     WEBP_EXTENSIONS,
 )
-from .errors import FileChanged, MetadataError
+from .errors import FileChanged, MetadataError, MetadataRefused
 from .records import WriteResult
 from .xmp_tags import (
     EXIF_EXTENSIONS,
@@ -62,6 +62,7 @@ from .xmp_worker import (
     Exiv2Error,
     InProcess,
     WorkerProcess,
+    WorkerStartError,
 )
 
 if TYPE_CHECKING:
@@ -227,15 +228,17 @@ class MetadataWriter:
         identity = _identity(subject or file)
         if identity in self._crashed:
             reason = "exiv2 crashed on this file before; not retried until the file changes"
-            raise MetadataError(photo, reason)
+            raise MetadataRefused(photo, reason)
         try:
             return self.backend.call({**request, "path": os.fsdecode(file)})
         except Exiv2CrashError as exc:
             with self._lock:
                 self._crashed.add(identity)
-            raise MetadataError(photo, str(exc)) from exc
-        except Exiv2Error as exc:
+            raise MetadataRefused(photo, str(exc)) from exc
+        except WorkerStartError as exc:  # not the file's fault: try again later
             raise MetadataError(photo, f"exiv2: {exc}") from exc
+        except Exiv2Error as exc:
+            raise MetadataRefused(photo, f"exiv2: {exc}") from exc
 
     def _read_file(self, photo: Path, file: Path, kind: str) -> FileTags:
         if kind == "embedded" and _is_empty(file):

@@ -35,21 +35,16 @@ from typing import TYPE_CHECKING, Any
 
 from . import decoding, discovery
 from .errors import (
-    DecodeError,
     FileChanged,
-    ImageTooLarge,
     InputError,
     IqsError,
-    MetadataError,
     StateError,
-    UnsupportedFormat,
 )
 from .pipeline import Outcome, Scorer
 from .records import Candidate
 from .state import FAILED, GONE, SCORED, SKIPPED, FileStat, PhotoRecord, StateDB
 from .watching import Change, is_photo_name
 from .xmp_tags import StoredMetadata
-from .xmp_worker import Exiv2Error, WorkerStartError
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -63,21 +58,10 @@ OUTSIDE_ROOTS = "leads outside the watched folders"
 
 def retry_delay_seconds(error: IqsError, attempts: int, base_seconds: float) -> float | None:
     """Seconds until the next try after ``attempts`` failures, or None: wait for a change.
-
-    Transient: a decode error (the file may still be copying), a metadata error (a busy or
-    read-only file or folder, a full disk), an OS error (permission denied). Permanent: an
-    unsupported format, a decompression bomb, metadata exiv2 refuses (a corrupt EXIF or
-    XMP block) or that crashed it.
-    """
-    if isinstance(error, (UnsupportedFormat, ImageTooLarge)) or attempts >= MAX_ATTEMPTS:
+    Which errors are worth retrying is their class's ``transient`` (errors.py)."""
+    if not error.transient or attempts >= MAX_ATTEMPTS:
         return None
-    if isinstance(error, MetadataError) and ("crash" in error.reason or (
-            isinstance(error.__cause__, Exiv2Error)
-            and not isinstance(error.__cause__, WorkerStartError))):
-        return None  # exiv2 refused or crashed on this content: the same next time
-    if isinstance(error, (DecodeError, MetadataError)) or isinstance(error.__cause__, OSError):
-        return min(base_seconds * 2 ** (attempts - 1), MAX_RETRY_DELAY_SECONDS)
-    return None
+    return min(base_seconds * 2 ** (attempts - 1), MAX_RETRY_DELAY_SECONDS)
 
 
 class DaemonScorer(Scorer):

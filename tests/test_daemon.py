@@ -23,7 +23,15 @@ import pytest
 
 from iqs_daemon.config import Settings
 from iqs_daemon.worker import retry_delay_seconds
-from iqs_daemon.errors import DecodeError, ImageTooLarge, MetadataError, UnsupportedFormat
+from iqs_daemon.errors import (
+    DecodeError,
+    ImageTooLarge,
+    MetadataError,
+    MetadataRefused,
+    StateError,
+    UnreadableFile,
+    UnsupportedFormat,
+)
 from iqs_daemon.service import read_lock, sd_notify
 from iqs_daemon.state import StateDB
 
@@ -168,7 +176,9 @@ def test_retry_policy():
     assert retry_delay_seconds(DecodeError(p, "truncated"), 6, 30) is None
     assert retry_delay_seconds(UnsupportedFormat(p, "gif"), 1, 30) is None
     assert retry_delay_seconds(ImageTooLarge(p, "bomb"), 1, 30) is None
-    assert retry_delay_seconds(MetadataError(p, "exiv2 crashed on this file before"), 1, 30) is None
+    assert retry_delay_seconds(MetadataRefused(p, "exiv2 crashed on this file before"), 1, 30) is None
+    assert retry_delay_seconds(UnreadableFile(p, "permission denied"), 2, 30) == 60
+    assert retry_delay_seconds(StateError("disk full"), 1, 30) is None
 
 
 def test_backlog_finds_what_arrived_while_down_and_moves_made_meanwhile(tmp_path, tiny_model, env_paths):
