@@ -97,6 +97,7 @@ class Settings:
     rejected_rating: int = -1  # -1 per the XMP spec (darktable, Immich); 0 for digiKam
     sidecar_naming: str = "ext"  # "ext": photo.CR2.xmp, "stem": photo.xmp
     sidecar_only: bool = False  # never modify an original, always write sidecars
+    remove_orphan_sidecars: bool = True  # photo deleted: remove its sidecar if only ours
     keep_mtime: bool = True  # restore the photo's modification time after writing
     windows_ratings: bool = True  # also MicrosoftPhoto:Rating and EXIF Rating/RatingPercent
     color_label: bool = False  # also set digiKam's colour label (red/yellow/green)
@@ -128,6 +129,7 @@ SECTIONS: dict[str, str] = {
     "rejected_rating": "metadata",
     "sidecar_naming": "metadata",
     "sidecar_only": "metadata",
+    "remove_orphan_sidecars": "metadata",
     "keep_mtime": "metadata",
     "windows_ratings": "metadata",
     "color_label": "metadata",

@@ -267,14 +267,15 @@ class Daemon:
             return True
         scorer = self.worker.scorer
         return row.status == "scored" and (row.model != self.worker.model_label
-                                           or row.policy != scorer.policy.identity)
+                                           or row.policy != scorer.policy.identity
+                                           or self.worker.verdict_missing(candidate.path))
 
     def _forget_vanished(self, root: Path) -> None:
         assert self.worker is not None
         db = self.worker.db
         for path, status in db.iter_paths():
             if status != GONE and path.is_relative_to(root) and not os.path.lexists(path):
-                db.mark_gone(path)
+                self.worker.gone(path)
 
     # -- the worker thread ------------------------------------------------------------------
     def _work(self) -> None:

@@ -75,6 +75,12 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         # verdict.Policy.identity of the stored label: a policy change is noticed per photo.
         "ALTER TABLE photos ADD COLUMN policy TEXT",
     ),
+    (
+        "0003_verdict",
+        # The verdict as written (JSON), so a photo whose metadata was deleted gets it back
+        # without being scored again.
+        "ALTER TABLE photos ADD COLUMN verdict TEXT",
+    ),
 )
 
 
@@ -110,15 +116,16 @@ class PhotoRecord:
     next_attempt_at: float | None  # epoch seconds; None: not retried until the file changes
     first_seen: float
     updated: float
+    verdict: str | None = None  # JSON of the verdict written (see worker.verdict_json)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> PhotoRecord:
         return cls(
             path=Path(os.fsdecode(row["path"])),
             stat=FileStat(row["size_bytes"], row["mtime_ns"]),
-            **{k: row[k] for k in ("fingerprint", "score", "label", "model", "policy", "status", "error",
-                                    "attempts", "scored_count", "next_attempt_at",
-                                    "first_seen", "updated")},
+            **{k: row[k] for k in ("fingerprint", "score", "label", "model", "policy", "status",
+                                    "error", "attempts", "scored_count", "next_attempt_at",
+                                    "first_seen", "updated", "verdict")},
         )
 
 
@@ -362,24 +369,28 @@ class StateDB:
     def record_scored(
         self, path: Path, stat: FileStat, *, fingerprint: str, score: float | None,
         label: str | None, model: str, policy: str | None = None, counted: bool = True,
-        now: float | None = None,
+        now: float | None = None, verdict: str | None = None,
     ) -> None:
-        """The photo carries a current verdict. ``counted``: we wrote it (not just found it)."""
+        """The photo carries a current verdict. ``counted``: we wrote it (not just found it).
+
+        ``verdict``: the verdict as JSON, kept to restore deleted metadata.
+        """
         now = time.time() if now is None else now
         with self.transaction() as conn:
             conn.execute(
                 """INSERT INTO photos (path, size_bytes, mtime_ns, fingerprint, score, label, model,
                        policy, status, error, attempts, scored_count, next_attempt_at, first_seen,
-                       updated)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'scored', NULL, 0, ?, NULL, ?, ?)
+                       updated, verdict)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'scored', NULL, 0, ?, NULL, ?, ?, ?)
                    ON CONFLICT (path) DO UPDATE SET size_bytes = excluded.size_bytes,
                        mtime_ns = excluded.mtime_ns, fingerprint = excluded.fingerprint,
                        score = excluded.score, label = excluded.label, model = excluded.model,
-                       policy = excluded.policy, status = 'scored', error = NULL, attempts = 0, next_attempt_at = NULL,
+                       policy = excluded.policy, status = 'scored', error = NULL, attempts = 0,
+                       next_attempt_at = NULL,
                        scored_count = scored_count + excluded.scored_count,
-                       updated = excluded.updated""",
+                       updated = excluded.updated, verdict = excluded.verdict""",
                 (_key(path), stat.size_bytes, stat.mtime_ns, fingerprint, score, label, model,
-                 policy, int(counted), now, now),
+                 policy, int(counted), now, now, verdict),
             )
 
     def record_failure(

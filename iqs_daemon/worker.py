@@ -33,15 +33,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import decoding, discovery
+from . import decoding, discovery, sidecars
 from .errors import (
     FileChanged,
     InputError,
     IqsError,
     StateError,
 )
+from .metadata import target_for
 from .pipeline import Outcome, Scorer
 from .records import Candidate
+from .restore import stored_verdict_json, verdict_from_json, verdict_json
 from .state import FAILED, GONE, SCORED, SKIPPED, FileStat, PhotoRecord, StateDB
 from .watching import Change, is_photo_name
 from .xmp_tags import StoredMetadata
@@ -93,7 +95,8 @@ class Worker:
         self.real_roots = [Path(os.path.realpath(r)) for r in roots]
         self.retry_base_seconds = retry_base_seconds
         self.look_again = look_again  # the path changed under us: settle and triage again
-        self.counts = {"scored": 0, "redecided": 0, "unchanged": 0, "failed": 0, "moved": 0, "touched": 0,
+        self.counts = {"scored": 0, "redecided": 0, "unchanged": 0, "failed": 0, "moved": 0,
+                       "touched": 0,
                        "skipped": 0}
         self.in_flight = 0
         self.heartbeat = time.monotonic()
@@ -106,7 +109,7 @@ class Worker:
 
     def _count(self, key: str) -> None:
         with self._counts_lock:
-            self.counts[key] += 1
+            self.counts[key] = self.counts.get(key, 0) + 1  # "restored" appears when it happens
 
     # -- triage ----------------------------------------------------------------------------
     def triage(self, change: Change) -> Candidate | None:
@@ -114,7 +117,7 @@ class Worker:
         path = change.path
         found = self.inspect(path)
         if found is None:
-            self.db.mark_gone(path)
+            self.gone(path)
             return None
         if isinstance(found, str):
             self.skip(path, found)
@@ -130,13 +133,16 @@ class Worker:
         if row is not None and row.stat == stat:
             if (row.status == SCORED and row.model == self.model_label
                     and row.policy == self.scorer.policy.identity):
-                return None
+                # The same file: its pixels are the ones scored. Its sidecar may be gone.
+                return self._restore(row, stat) if self.verdict_missing(path) else None
             if row.status == FAILED and (row.next_attempt_at is None or (
                     change.reason != "retry" and row.next_attempt_at > time.time())):
                 return None
         elif row is not None and row.status == SCORED and row.fingerprint:
             fingerprint = self._fingerprint(path)
             if fingerprint == row.fingerprint:
+                if not self._carries_verdict(path):  # stripped, e.g. exiftool -all=
+                    return self._restore(row, stat)
                 self.db.touch(path, stat)
                 self._count("touched")
                 log.debug("metadata changed, pixels did not: %s", path)
@@ -189,7 +195,60 @@ class Worker:
         self.db.move(old, new)
         self._count("moved")
         log.info("moved %s -> %s", old, new)
+        sidecar = sidecars.move_sidecar(old, new, self.settings)
+        if sidecar is not None:
+            log.info("moved its sidecar too: %s", sidecar)
         return self.db.get(new)
+
+    def gone(self, path: Path) -> None:
+        """The photo is no longer there: keep its row for a move, drop a sidecar of ours."""
+        row = self.db.get(path)
+        self.db.mark_gone(path)
+        if row is not None and row.status == SCORED:
+            removed = sidecars.remove_if_only_ours(path, self.settings)
+            if removed is not None:
+                log.info("%s is gone; removed its sidecar %s", path, removed.name)
+
+    # -- restoring deleted metadata --------------------------------------------------------
+    def verdict_missing(self, path: Path) -> bool:
+        """Cheap: the photo's verdict lives in a sidecar that is gone or no longer ours.
+
+        An embedded verdict cannot go missing without the photo's stat changing, which
+        ``triage`` looks at with the pixels.
+        """
+        try:
+            target = target_for(path, self.settings)
+        except IqsError:
+            return False
+        return target != path and not sidecars.carries_our_record(target)
+
+    def _carries_verdict(self, path: Path) -> bool:
+        try:
+            return self.scorer.metadata.read_stored(path, self.settings).model_name is not None
+        except IqsError:
+            return True  # unreadable: scoring would not help, and the row stays as it is
+
+    def _restore(self, row: PhotoRecord, stat: FileStat) -> Candidate | None:
+        """Write the verdict kept in the state back into a photo whose pixels are the
+        ones scored; a row without one (an older state) means scoring it again."""
+        path = row.path
+        verdict = verdict_from_json(path, row.verdict)
+        if verdict is None:
+            log.info("%s lost its verdict and the state keeps none: scoring it again", path)
+            return Candidate(path, stat.size_bytes, stat.mtime_ns)
+        try:
+            self.scorer.metadata.write_verdict(path, verdict, row.fingerprint, self.settings,
+                                               expected=(stat.size_bytes, stat.mtime_ns))
+        except IqsError as exc:
+            log.warning("cannot restore the verdict of %s: %s", path, exc)
+            return None
+        self.db.record_scored(path, FileStat.of(path) or stat, fingerprint=row.fingerprint,
+                              score=verdict.score, label=verdict.label.title,
+                              model=row.model or "", policy=row.policy, verdict=row.verdict)
+        self._count("restored")
+        log.info("restored the verdict of %s from the state: %s %.1f", path,
+                 verdict.label.title, verdict.score)
+        return None
 
     def _find_moved(self, path: Path, stat: FileStat) -> PhotoRecord | None:
         """A row for a vanished file with this stat and these pixels: moved while unwatched."""
@@ -263,7 +322,7 @@ class Worker:
             written = outcome.write is not None and outcome.write.written
             self.db.record_scored(path, stat, fingerprint=outcome.fingerprint, score=v.score,
                                   label=v.label.title, model=f"{v.model_name} {v.model_version}",
-                                  policy=v.policy, counted=written)
+                                  policy=v.policy, counted=written, verdict=verdict_json(v))
             self._count(outcome.status)
             self.scored_times.append(time.monotonic())
             reasons = f" ({', '.join(v.reasons)})" if v.reasons else ""
@@ -283,7 +342,8 @@ class Worker:
         label = stored.label.title if stored.label is not None else None
         self.db.record_scored(path, stat, fingerprint=stored.fingerprint or "", score=stored.score,
                               label=label, model=f"{stored.model_name} {stored.model_version}",
-                              policy=stored.policy, counted=False)
+                              policy=stored.policy, counted=False,
+                              verdict=stored_verdict_json(stored))
         self._count("unchanged")
         log.info("already scored %s: %s", path, label)
 
