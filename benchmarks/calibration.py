@@ -53,7 +53,8 @@ def main() -> None:
                 "-execute",
             ]
         argfile.write_text("\n".join(lines) + "\n")
-        subprocess.run(["exiftool", "-q", "-q", "-@", str(argfile)], check=True)
+        subprocess.run(["exiftool", "-q", "-q", "-@", str(argfile)], check=True,
+                       stdout=subprocess.DEVNULL)
         env = {**os.environ, "IQS_CONFIG_DIR": f"{tmp}/config", "IQS_STATE_DIR": f"{tmp}/state"}
         result = subprocess.run(
             [sys.executable, "-m", "iqs_daemon", "calibrate", "--json", str(folder)],

@@ -131,7 +131,8 @@ def test_calibrate_learns_the_users_cut_offs_and_config_shows_the_layer(tmp_path
         args += [f"-XMP-digiKam:PickLabel={label}", "-overwrite_original", str(path), "-execute"]
     argfile = tmp_path / "args.txt"
     argfile.write_text("\n".join(args) + "\n")
-    subprocess.run(["exiftool", "-q", "-q", "-@", str(argfile)], check=True)
+    subprocess.run(["exiftool", "-q", "-q", "-@", str(argfile)], check=True,
+                   stdout=subprocess.DEVNULL)
 
     done = cli("calibrate", "--json", *env, str(folder))
     assert done.returncode == 0, done.stderr
