@@ -286,3 +286,124 @@ def render_unit(roots: list[Path], *, command: list[str] | None = None,
 def user_unit_path(environ: Mapping[str, str] = os.environ) -> Path:
     config = environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return Path(config) / "systemd" / "user" / UNIT_NAME
+
+
+# --- checking a unit against the paths it names -------------------------------------------
+
+HIDDEN_BY = {  # option value -> folders the service cannot see
+    "PrivateTmp": ("/tmp", "/var/tmp"),
+    "ProtectHome": ("/home", "/root", "/run/user"),
+}
+
+
+def _unit_options(text: str) -> tuple[list[str], dict[str, list[str]]]:
+    """ExecStart's argv and every [Service] option's values, systemd quoting undone."""
+    import shlex
+
+    options: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.lstrip().startswith(("#", ";", "[")):
+            options.setdefault(key.strip(), []).append(value.strip())
+    exec_start = (options.get("ExecStart") or [""])[-1].replace("%%", "%").replace("$$", "$")
+    return shlex.split(exec_start), options
+
+
+def _under(path: str, folders: tuple[str, ...] | list[str]) -> str | None:
+    for folder in folders:
+        if path == folder or path.startswith(folder.rstrip("/") + "/"):
+            return folder
+    return None
+
+
+def unit_problems(text: str) -> list[str]:
+    """What keeps a unit from working with the paths it names, each with what to change.
+
+    Checks the program, the config file and the watched folders against PrivateTmp=,
+    ProtectHome=, ProtectSystem=strict (folders not in ReadWritePaths=) and
+    InaccessiblePaths=.
+    """
+    argv, options = _unit_options(text)
+    if not argv:
+        return ["the unit has no ExecStart= line"]
+    named = [("the program", argv[0])]
+    if "start" in argv:
+        for arg in argv[argv.index("start") + 1:]:
+            named.append(("the watched folder", arg))
+    for flag in ("--config", "-c"):
+        if flag in argv[:-1]:
+            named.append(("the config file", argv[argv.index(flag) + 1]))
+    writable = [p.lstrip("-+") for values in options.get("ReadWritePaths", [])
+                for p in _split_paths(values)]
+    problems = []
+    for option, folders in HIDDEN_BY.items():
+        value = (options.get(option) or ["no"])[-1].lower()
+        if value in ("no", "false", "0", "off"):
+            continue
+        for what, path in named:
+            folder = _under(path, folders)
+            if folder is None:
+                continue
+            if value == "read-only" and not (what == "the watched folder"
+                                              and not _under(path, writable)):
+                continue  # readable; the watched folders must also be writable
+            problems.append(
+                f"{option}={value} hides {folder} from the service, so it cannot "
+                f"{'write in' if value == 'read-only' else 'see'} {what} {path}: "
+                + _advice(what, option))
+    if (options.get("ProtectSystem") or [""])[-1] == "strict":
+        for what, path in named:
+            if what == "the watched folder" and not _under(path, writable):
+                problems.append(f"ProtectSystem=strict makes {path} read-only: add "
+                                f"ReadWritePaths=-{path} to the unit")
+    hidden = [p.lstrip("-+") for values in options.get("InaccessiblePaths", [])
+              for p in _split_paths(values)]
+    for what, path in named:
+        if _under(path, hidden):
+            problems.append(f"InaccessiblePaths= hides {what} {path}: remove it from that line")
+    return problems
+
+
+def _split_paths(value: str) -> list[str]:
+    import shlex
+
+    return shlex.split(value.replace("%%", "%").replace("$$", "$"))
+
+
+def _advice(what: str, option: str) -> str:
+    if what == "the program":
+        return ("install iqs-daemon outside that folder (a venv such as "
+                "~/.local/share/iqs-daemon/venv, or pipx install .), then run "
+                "install-service again")
+    if option == "PrivateTmp":
+        return "keep the photos outside /tmp, or write the unit with --no-sandbox"
+    return f"remove {option}= from the unit, or write it with --no-sandbox"
+
+
+def verify_unit(unit: Path, timeout_seconds: float = 60.0) -> list[str] | None:
+    """``systemd-analyze verify`` on the written unit: its complaints (empty when it is
+    happy), or None where systemd-analyze is not installed.
+
+    It runs as for a user unit; without a user manager to ask (no session, a container)
+    it checks the file as a system unit would be checked: syntax and programs.
+    """
+    import subprocess
+
+    if shutil.which("systemd-analyze") is None:
+        return None
+    lines: list[str] = []
+    for mode in (["--user"], []):
+        try:
+            result = subprocess.run(["systemd-analyze", *mode, "verify", str(unit)],
+                                    capture_output=True, text=True, timeout=timeout_seconds,
+                                    check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return [f"systemd-analyze verify did not finish: {exc}"]
+        output = (result.stdout + result.stderr).splitlines()
+        if any("Failed to initialize manager" in line for line in output) and mode:
+            continue  # no user manager here: check it the system way
+        lines = [line.strip() for line in output if line.strip()
+                 and "Failed to initialize manager" not in line
+                 and "Failed to lookup RuntimeDirectory" not in line]
+        return lines if result.returncode != 0 or lines else []
+    return lines

@@ -402,8 +402,9 @@ def test_install_service_writes_a_unit_for_the_installed_executable(tmp_path):
     exe.chmod(0o755)
     env = daemon_env(tmp_path, XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
                      PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    result = subprocess.run([str(exe), "install-service", *map(str, roots)], env=env,
-                            capture_output=True, text=True, timeout=60)
+    # Everything here lies in /tmp, which the sandbox's PrivateTmp= hides (test_service.py).
+    result = subprocess.run([str(exe), "install-service", "--no-sandbox", *map(str, roots)],
+                            env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     unit = tmp_path / "xdg-config" / "systemd" / "user" / "iqs-daemon.service"
     text = unit.read_text()
@@ -414,7 +415,7 @@ def test_install_service_writes_a_unit_for_the_installed_executable(tmp_path):
         assert systemd_verify(unit, tmp_path) == ""
     # No console script anywhere: the unit runs this Python with -m.
     env["PATH"] = str(Path(sys.executable).parent.parent / "no-such-bin")
-    result = cli(["install-service", str(roots[1])], env)
+    result = cli(["install-service", "--no-sandbox", str(roots[1])], env)
     assert result.returncode == 0, result.stderr
     assert f'ExecStart="{sys.executable}" "-m" "iqs_daemon" "start" "{roots[1]}"' in unit.read_text()
 

@@ -13,7 +13,15 @@ import typer
 
 from ..config import Paths
 from ..errors import DaemonRunning
-from ..service import StatusFile, read_lock, remembered_roots, render_unit, user_unit_path
+from ..service import (
+    StatusFile,
+    read_lock,
+    remembered_roots,
+    render_unit,
+    unit_problems,
+    user_unit_path,
+    verify_unit,
+)
 from ..state import StateDB
 from .app import ExitCode, app
 from .common import CONFIG_OPTION, SET_OPTION, settings_from
@@ -179,9 +187,20 @@ def install_service_command(
     """
     unit = user_unit_path()
     extra = ["--config", str(config)] if config else []
-    unit.parent.mkdir(parents=True, exist_ok=True)
-    unit.write_text(render_unit(roots, extra_args=extra, sandbox=not no_sandbox), encoding="utf-8")
+    text = render_unit(roots, extra_args=extra, sandbox=not no_sandbox)
+    try:
+        unit.parent.mkdir(parents=True, exist_ok=True)
+        unit.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        typer.echo(f"iqs-daemon: error: cannot write {unit}: {exc.strerror}", err=True)
+        raise typer.Exit(ExitCode.ERROR) from None
     typer.echo(f"Wrote {unit}")
+    problems = unit_problems(text) + (verify_unit(unit) or [])
+    if problems:
+        typer.echo("The service would not work as written; change this first:", err=True)
+        for problem in problems:
+            typer.echo(f"  - {problem}", err=True)
+        raise typer.Exit(ExitCode.ERROR)
     if not enable:
         typer.echo("Start it now and at every login with:")
         for command in SYSTEMCTL_COMMANDS:
@@ -189,7 +208,30 @@ def install_service_command(
         return
     for command in SYSTEMCTL_COMMANDS:
         typer.echo("$ " + " ".join(command))
-        result = subprocess.run(command, check=False)
+        try:
+            result = subprocess.run(command, check=False, capture_output=True, text=True)
+        except OSError as exc:
+            typer.echo(f"iqs-daemon: error: cannot run {command[0]}: {exc.strerror}; run "
+                       f"`iqs-daemon start {' '.join(map(str, roots))}` directly", err=True)
+            raise typer.Exit(ExitCode.ERROR) from None
+        typer.echo(result.stdout, nl=False)
         if result.returncode != 0:
+            typer.echo(_systemctl_failure(result.stderr, roots), err=True)
             raise typer.Exit(ExitCode.ERROR)
     typer.echo("Running. Follow it with: journalctl --user -u iqs-daemon -f")
+
+
+NO_USER_BUS = ("Failed to connect to bus", "No medium found", "DBUS_SESSION_BUS_ADDRESS",
+               "XDG_RUNTIME_DIR")
+
+
+def _systemctl_failure(stderr: str, roots: list[Path]) -> str:
+    """One line: what a failed systemctl --user means and what to do instead."""
+    start = f"iqs-daemon start {' '.join(str(r) for r in roots)}"
+    if any(sign in stderr for sign in NO_USER_BUS):
+        return ("iqs-daemon: error: no systemd user session to enable the service in "
+                "(systemctl --user cannot reach a user bus): log in to a session, or run "
+                "`loginctl enable-linger` so your user manager runs without one, then "
+                f"`iqs-daemon install-service --enable` again; or run `{start}` directly")
+    detail = " ".join(stderr.split()) or "no message"
+    return f"iqs-daemon: error: systemctl failed ({detail}); or run `{start}` directly"
