@@ -120,7 +120,7 @@ class Daemon:
             self._install_signal_handlers()
             self.worker = Worker(db, self._load_scorer(self.settings), self.settings, self.roots,
                                  retry_base_seconds=self.retry_base_seconds,
-                                 look_again=lambda path: self.pending.changed(path))
+                                 look_again=self._look_again)
             self.watches = WatchSet(
                 self.roots, self.pending, polling=self.settings.polling,
                 poll_interval_seconds=self.settings.poll_interval_seconds,
@@ -175,6 +175,10 @@ class Daemon:
                 next_ping = now + watchdog_every
                 sd_notify("WATCHDOG=1")
         return 0
+
+    def _look_again(self, path: Path) -> None:
+        """The worker saw ``path`` change under it: let it settle, then triage it again."""
+        self.pending.changed(path)
 
     @staticmethod
     def _guarded(action: Callable[[], object]) -> None:

@@ -321,13 +321,14 @@ def _libraw_previews(data: bytes) -> tuple[tuple[int, int] | None, int | None, l
                 return size, orientation, []
     except (rawpy.LibRawError, rawpy.NotSupportedError, *_LIBRARY_ERRORS):
         return None, None, []  # stripped, cut short or unknown to LibRaw: the scan may help
-    if thumb.format == rawpy.ThumbFormat.BITMAP:
+    if isinstance(thumb.data, np.ndarray):  # rawpy.ThumbFormat.BITMAP: pixels, not a JPEG
         bitmap = thumb.data
         return size, orientation, [_Preview(bitmap.shape[1], bitmap.shape[0], bitmap=bitmap)]
-    header = parse_jpeg_header(thumb.data) if thumb.data[:3] == b"\xff\xd8\xff" else None
+    jpeg = bytes(thumb.data)
+    header = parse_jpeg_header(jpeg) if jpeg[:3] == b"\xff\xd8\xff" else None
     if header is None:
         return size, orientation, []
-    return size, orientation, [_Preview(header.width, header.height, thumb.data, 0, header)]
+    return size, orientation, [_Preview(header.width, header.height, jpeg, 0, header)]
 
 
 def _preview_pixels(path: Path, preview: _Preview, min_short_side: int) -> tuple[np.ndarray, int]:
@@ -362,8 +363,11 @@ def _decode_heif(path: Path, data: bytes, min_short_side: int, max_pixels: int) 
         raise DecodeError(path, f"truncated or corrupt HEIF ({reason})") from exc
     source = "heif"
     if pixels.dtype == np.uint16:  # 10 or 12 bits, scaled by libheif to the 16-bit range
-        transfer = image.info.get("nclx_profile", {}).get("transfer_characteristics")
-        source = f"heif {image.info.get('bit_depth', 16)}-bit" + _HDR_TRANSFERS.get(transfer, "")
+        nclx = image.info.get("nclx_profile")
+        transfer = nclx.get("transfer_characteristics") if isinstance(nclx, dict) else None
+        depth = image.info.get("bit_depth", 16)
+        hdr = _HDR_TRANSFERS.get(transfer, "") if isinstance(transfer, int) else ""
+        source = f"heif {depth!s}-bit{hdr}"
         _refuse_black_frame(path, pixels, source)
         if transfer == 16:  # PQ
             pixels = _pq_to_sdr_lut()[pixels]
@@ -441,10 +445,12 @@ def _decode_avif(path: Path, data: bytes, max_pixels: int) -> Pixels:
     if not isobmff_complete(data):
         raise DecodeError(path, "truncated or corrupt AVIF")
     try:
-        with Image.open(io.BytesIO(data), formats=["AVIF"]) as image:
-            _check_pixels(path, *image.size, max_pixels)
+        with Image.open(io.BytesIO(data), formats=["AVIF"]) as opened:
+            width, height = opened.size
+            _check_pixels(path, width, height, max_pixels)
             # Pillow reports irot/imir as an EXIF orientation rather than applying them.
-            orientation = image.getexif().get(0x0112, 1)
+            orientation = opened.getexif().get(0x0112, 1)
+            image: Image.Image = opened
             if image.mode not in ("RGB", "RGBA", "L"):
                 image = image.convert("RGBA" if "A" in image.mode else "RGB")
             pixels = np.asarray(image)

@@ -45,7 +45,9 @@ def jpeg(rgb: np.ndarray, quality: float, rng: np.random.Generator | None = None
     ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:  # pragma: no cover - cv2 always encodes uint8 RGB
         raise RuntimeError("JPEG encoding failed")
-    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
+    decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    assert decoded is not None  # what cv2 just encoded decodes
+    return np.ascontiguousarray(decoded[:, :, ::-1])
 
 
 def _srgb_to_linear_lut() -> np.ndarray:

@@ -54,7 +54,7 @@ class FileError(IqsError):
         super().__init__(f"{self.path}: {reason}")
 
     # Picklable across process boundaries (the metadata worker, decode pools).
-    def __reduce__(self):  # type: ignore[override]
+    def __reduce__(self) -> tuple[type[FileError], tuple[Path, str]]:
         return (self.__class__, (self.path, self.reason))
 
 
@@ -113,5 +113,5 @@ class DaemonRunning(StateError):
         who = f"pid {pid}" if pid else "another process"
         super().__init__(f"already running ({who}) for the state directory {self.state_dir}")
 
-    def __reduce__(self):  # type: ignore[override]
+    def __reduce__(self) -> tuple[type[DaemonRunning], tuple[int | None, Path]]:
         return (self.__class__, (self.pid, self.state_dir))

@@ -28,6 +28,7 @@ import os
 import sqlite3
 import threading
 import time
+from typing import cast
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -343,7 +344,7 @@ class StateDB:
 
         ``below``: only the photos in that folder (and its sub-folders).
         """
-        where, params = "status != 'gone'", ()
+        where, params = "status != 'gone'", cast(tuple[object, ...], ())
         if below is not None:
             prefix = os.path.join(os.fsencode(below), b"")
             where += " AND substr(path, 1, ?) = ?"

@@ -289,7 +289,9 @@ class _LimitAwareInotifyObserver:
             if event.is_queue_overflow:
                 on_overflow()
 
-        fd.add_callback, fd.handle_event = add_callback_checked, handle_event_checked
+        # watchdog has no hook for a full watch table or a queue overflow: wrap its own.
+        fd.add_callback = add_callback_checked  # type: ignore[method-assign]
+        fd.handle_event = handle_event_checked  # type: ignore[method-assign]
         return observer
 
 

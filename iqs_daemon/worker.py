@@ -63,7 +63,7 @@ def retry_delay_seconds(error: IqsError, attempts: int, base_seconds: float) -> 
     Which errors are worth retrying is their class's ``transient`` (errors.py)."""
     if not error.transient or attempts >= MAX_ATTEMPTS:
         return None
-    return min(base_seconds * 2 ** (attempts - 1), MAX_RETRY_DELAY_SECONDS)
+    return min(base_seconds * 2.0 ** (attempts - 1), MAX_RETRY_DELAY_SECONDS)
 
 
 class DaemonScorer(Scorer):

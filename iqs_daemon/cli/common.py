@@ -8,7 +8,12 @@ from typing import Any
 
 import typer
 
-from ..config import SECTIONS, Paths, Settings, load_settings, tomllib
+from ..config import SECTIONS, Paths, Settings, load_settings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 from ..errors import ConfigError
 
 CONFIG_OPTION = typer.Option(
