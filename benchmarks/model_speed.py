@@ -31,14 +31,16 @@ def session(path: Path, arena: bool) -> ort.InferenceSession:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", type=Path, nargs="+")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     feeds = {n: {"image": rng.integers(0, 256, (n, 512, 512, 3), np.uint8),
                  "detail": rng.integers(0, 256, (n, 256, 256, 3), np.uint8)} for n in (1, 8)}
-    sessions = {(path, arena): session(path, arena) for path in args.models for arena in (False, True)}
+    sessions = {(path, arena): session(path, arena)
+                for path in args.models for arena in (False, True)}
     for s in sessions.values():  # warm-up
         for feed in feeds.values():
             s.run(None, feed)

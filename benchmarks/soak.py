@@ -225,7 +225,7 @@ class Soak:
             for path in self.readable:
                 try:
                     verdicts += reader.read_stored(path, Settings()).label is not None
-                except Exception:  # noqa: BLE001 - counted as missing below
+                except Exception:
                     pass
         readable_ok = [p for p in self.readable if p in rows and rows[p].status == "scored"]
         written_twice = [p for p in self.readable if p in rows and rows[p].scored_count > 1]
@@ -244,7 +244,8 @@ class Soak:
               f"verdict in the XMP {verdicts}; written twice {len(written_twice)}; "
               f"logged as scored twice {len(logged_twice)}")
         print(f"unreadable/unwritable:    {len(self.unreadable) + len(self.crashers)}; "
-              f"with a recorded reason {len(self.unreadable) + len(self.crashers) - len(unexplained)}"
+              "with a recorded reason "
+              f"{len(self.unreadable) + len(self.crashers) - len(unexplained)}"
               f" {dict(reasons.most_common())}")
         print(f"damaged files:            {len(damaged)}")
         for pid, start, end in self.rss:

@@ -141,7 +141,8 @@ class Daemon:
         finally:
             self._shutdown(threads, db)
 
-    def _load_scorer(self, settings: Settings, *, reuse: DaemonScorer | None = None) -> DaemonScorer:
+    def _load_scorer(self, settings: Settings, *,
+                     reuse: DaemonScorer | None = None) -> DaemonScorer:
         try:
             return DaemonScorer(settings, model=reuse.model if reuse else None)
         except ModelError as exc:

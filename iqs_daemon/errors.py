@@ -12,7 +12,8 @@
     ├── MetadataError            reading or writing XMP failed (a busy or read-only file or
     │   │                        folder, a full disk); carries the path: transient
     │   └── MetadataRefused      exiv2 refused this content or crashed on it: the same next time
-    ├── DatasetError             ``eval``: a labels file or photo folder it cannot use; carries the path
+    ├── DatasetError             ``eval``: a labels file or photo folder it cannot use; carries
+    │                            the path
     ├── ModelError               the model file is missing, corrupt or unusable
     └── StateError               the SQLite state cannot be opened or written
         └── DaemonRunning        another daemon holds this state directory; carries its pid

@@ -109,7 +109,8 @@ def _read_info(path: Path, meta: dict[str, str], sha256: str) -> ModelInfo:
             thresholds=json.loads(meta["iqs.thresholds"]),
         )
     except (KeyError, ValueError, TypeError) as exc:
-        raise ModelError(f"{path}: not an iqs-daemon model (metadata {exc} missing or bad)") from exc
+        reason = f"not an iqs-daemon model (metadata {exc} missing or bad)"
+        raise ModelError(f"{path}: {reason}") from exc
 
 
 def choose_providers(device: str, available: list[str]) -> list[str]:
@@ -170,13 +171,15 @@ class QualityModel:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, intra_op_threads: int = 0) -> QualityModel:
-        path = Path(settings.model_path).expanduser() if settings.model_path else default_model_path()
+        given = settings.model_path
+        path = Path(given).expanduser() if given else default_model_path()
         return cls(path, device=settings.device, intra_op_threads=intra_op_threads)
 
     def run(self, batch: list[dict[str, np.ndarray]]) -> list[Scores]:
         """``batch``: one {input name: uint8 HxWx3 view} per photo."""
-        feed = {spec.name: np.stack([views[spec.name] for views in batch]) for spec in self.info.inputs}
-        outputs = dict(zip(self._output_names, self.session.run(None, feed)))
+        feed = {spec.name: np.stack([views[spec.name] for views in batch])
+                for spec in self.info.inputs}
+        outputs = dict(zip(self._output_names, self.session.run(None, feed), strict=True))
         scores = outputs["score"].reshape(-1)
         embedding = outputs.get("embedding")
         return [

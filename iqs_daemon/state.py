@@ -28,11 +28,11 @@ import os
 import sqlite3
 import threading
 import time
-from typing import cast
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from .errors import StateError
 

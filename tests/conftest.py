@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 from daemonkit import make_env_paths
-
 from modelfactory import build_tiny_model
 
 

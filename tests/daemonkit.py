@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-
 import os
 import subprocess
 import sys
@@ -28,7 +27,8 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.05) -> None:
+def wait_for(condition: Callable[[], object], timeout: float = 30.0,
+             interval: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

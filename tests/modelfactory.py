@@ -21,24 +21,29 @@ THRESHOLDS = {"reject_below": 30.0, "accept_from": 60.0,
                          "reason_threshold": 0.5}}
 
 
+def constant(name: str, value: float) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name],
+                            value=helper.make_tensor(name, TensorProto.FLOAT, [], [value]))
+
+
 def build_tiny_model(path: Path, *, image_size: int = 64, detail_size: int = 32,
                      min_short_side: int = 64, version: str = "test-1") -> Path:
     nodes = [
         helper.make_node("Cast", ["image"], ["image_f"], to=TensorProto.FLOAT),
         helper.make_node("ReduceMean", ["image_f"], ["mean_nc"], axes=[1, 2], keepdims=0),
         helper.make_node("ReduceMean", ["mean_nc"], ["mean_n1"], axes=[1], keepdims=1),
-        helper.make_node("Constant", [], ["k"], value=helper.make_tensor("k", TensorProto.FLOAT, [], [100 / 255])),
+        constant("k", 100 / 255),
         helper.make_node("Mul", ["mean_n1", "k"], ["score_n1"]),
         helper.make_node("ReduceMean", ["score_n1"], ["score"], axes=[1], keepdims=0),
         # underexposure = 1 - brightness, overexposure = brightness; the rest 0.
-        helper.make_node("Constant", [], ["one"], value=helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])),
-        helper.make_node("Constant", [], ["k01"], value=helper.make_tensor("k01", TensorProto.FLOAT, [], [1 / 255])),
+        constant("one", 1.0),
+        constant("k01", 1 / 255),
         helper.make_node("ReduceMean", ["mean_nc"], ["bright_n1"], axes=[1], keepdims=0),
         helper.make_node("Mul", ["bright_n1", "k01"], ["overexposure"]),
         helper.make_node("Sub", ["one", "overexposure"], ["underexposure"]),
         helper.make_node("Cast", ["detail"], ["detail_f"], to=TensorProto.FLOAT),
         helper.make_node("ReduceMean", ["detail_f"], ["detail_mean"], axes=[1, 2, 3], keepdims=0),
-        helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])),
+        constant("zero", 0.0),
         helper.make_node("Mul", ["detail_mean", "zero"], ["blur"]),
         helper.make_node("Identity", ["blur"], ["noise"]),
         helper.make_node("Identity", ["blur"], ["compression"]),
@@ -47,8 +52,10 @@ def build_tiny_model(path: Path, *, image_size: int = 64, detail_size: int = 32,
     ]
     graph = helper.make_graph(
         nodes, "iqs-tiny",
-        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["n", image_size, image_size, 3]),
-         helper.make_tensor_value_info("detail", TensorProto.UINT8, ["n", detail_size, detail_size, 3])],
+        [helper.make_tensor_value_info("image", TensorProto.UINT8,
+                                       ["n", image_size, image_size, 3]),
+         helper.make_tensor_value_info("detail", TensorProto.UINT8,
+                                       ["n", detail_size, detail_size, 3])],
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n"])
          for name in ("score", *DIAGNOSTICS)]
         + [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", 3])],

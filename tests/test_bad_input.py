@@ -47,7 +47,8 @@ def with_segment(jpeg_bytes: bytes, segment: bytes) -> bytes:
 
 
 def xmp_packet(body: bytes) -> bytes:
-    return (b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+    return (b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+            b'<x:xmpmeta xmlns:x="adobe:ns:meta/">'
             + body + b'</x:xmpmeta><?xpacket end="w"?>')
 
 
@@ -289,7 +290,8 @@ def test_deleted_or_replaced_between_event_and_processing(tmp_path, tiny_model, 
         wait_for(lambda: all_scored(daemon, [photo]) and idle(daemon)
                  and daemon.db.get(photo).stat == FileStat.of(photo))
         row = daemon.db.get(photo)
-        assert row.label == "Accepted", (row, FileStat.of(photo), rows(daemon))  # the bright replacement
+        # the bright replacement
+        assert row.label == "Accepted", (row, FileStat.of(photo), rows(daemon))
 
 
 def test_folders_renamed_or_deleted_while_watched(tmp_path, tiny_model, env_paths):

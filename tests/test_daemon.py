@@ -20,21 +20,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from iqs_daemon.config import Settings
-from iqs_daemon.worker import retry_delay_seconds
-from iqs_daemon.errors import (
-    DecodeError,
-    ImageTooLarge,
-    MetadataError,
-    MetadataRefused,
-    StateError,
-    UnreadableFile,
-    UnsupportedFormat,
-)
-from iqs_daemon.service import read_lock, sd_notify
-from iqs_daemon.state import StateDB
-
 from daemonkit import (
     MODEL_LABEL,
     REPO,
@@ -49,6 +34,21 @@ from daemonkit import (
     settings_for,
     wait_for,
 )
+
+from iqs_daemon.config import Settings
+from iqs_daemon.errors import (
+    DecodeError,
+    ImageTooLarge,
+    MetadataError,
+    MetadataRefused,
+    StateError,
+    UnreadableFile,
+    UnsupportedFormat,
+)
+from iqs_daemon.service import read_lock, sd_notify
+from iqs_daemon.state import StateDB
+from iqs_daemon.worker import retry_delay_seconds
+
 # --- watching and scoring, in-process ------------------------------------------------------
 
 
@@ -130,8 +130,8 @@ def test_metadata_edits_cost_a_decode_pixel_edits_a_new_score(tmp_path, tiny_mod
         wait_for(lambda: all_scored(daemon, [photo]) and idle(daemon))
         first = daemon.db.get(photo)
         # Another program edits the metadata: the pixels are the same.
-        subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Title=edited", str(photo)],
-                       check=True)
+        subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Title=edited",
+                        str(photo)], check=True)
         wait_for(lambda: daemon.counts["touched"] == 1 and idle(daemon))
         assert daemon.db.get(photo).scored_count == 1
         # An editor changes the pixels and keeps the XMP (our verdict included).
@@ -172,16 +172,19 @@ def test_retry_policy():
     p = Path("x.jpg")
     assert retry_delay_seconds(DecodeError(p, "truncated"), 1, 30) == 30
     assert retry_delay_seconds(DecodeError(p, "truncated"), 3, 30) == 120
-    assert retry_delay_seconds(MetadataError(p, "cannot replace x.jpg: Permission denied"), 1, 30) == 30
+    busy = MetadataError(p, "cannot replace x.jpg: Permission denied")
+    assert retry_delay_seconds(busy, 1, 30) == 30
     assert retry_delay_seconds(DecodeError(p, "truncated"), 6, 30) is None
     assert retry_delay_seconds(UnsupportedFormat(p, "gif"), 1, 30) is None
     assert retry_delay_seconds(ImageTooLarge(p, "bomb"), 1, 30) is None
-    assert retry_delay_seconds(MetadataRefused(p, "exiv2 crashed on this file before"), 1, 30) is None
+    crashed = MetadataRefused(p, "exiv2 crashed on this file before")
+    assert retry_delay_seconds(crashed, 1, 30) is None
     assert retry_delay_seconds(UnreadableFile(p, "permission denied"), 2, 30) == 60
     assert retry_delay_seconds(StateError("disk full"), 1, 30) is None
 
 
-def test_backlog_finds_what_arrived_while_down_and_moves_made_meanwhile(tmp_path, tiny_model, env_paths):
+def test_backlog_finds_what_arrived_while_down_and_moves_made_meanwhile(tmp_path, tiny_model,
+                                                                       env_paths):
     root = tmp_path / "photos"
     (root / "a").mkdir(parents=True)
     photos = [root / "a" / f"{i}.jpg" for i in range(5)]
@@ -228,7 +231,8 @@ def scored_rows(database: Path) -> int:
     if not database.exists():
         return 0
     with StateDB(database) as db:
-        return db.totals().get("Rejected", 0) + db.totals().get("Pending", 0) + db.totals().get("Accepted", 0)
+        totals = db.totals()
+        return sum(totals.get(label, 0) for label in ("Rejected", "Pending", "Accepted"))
 
 
 @pytest.mark.slow
@@ -417,7 +421,8 @@ def test_install_service_writes_a_unit_for_the_installed_executable(tmp_path):
     env["PATH"] = str(Path(sys.executable).parent.parent / "no-such-bin")
     result = cli(["install-service", "--no-sandbox", str(roots[1])], env)
     assert result.returncode == 0, result.stderr
-    assert f'ExecStart="{sys.executable}" "-m" "iqs_daemon" "start" "{roots[1]}"' in unit.read_text()
+    exec_start = f'ExecStart="{sys.executable}" "-m" "iqs_daemon" "start" "{roots[1]}"'
+    assert exec_start in unit.read_text()
 
 
 def test_a_reloaded_policy_relabels_from_stored_scores_and_copies_agree(tmp_path, tiny_model,

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 from daemonkit import (
-    digest,
     REPO,
     all_scored,
     cli,
     daemon_env,
+    digest,
     idle,
     jpeg,
     running,
@@ -144,7 +144,7 @@ def test_a_damaged_state_database_is_rebuilt_from_the_xmp(tmp_path, tiny_model):
         fh.write(os.urandom(8192))
     second = start_process(root, env, log)
     try:
-        wait_for(lambda: "damaged" in log.read_text() and len(labels()) == len(photos)
+        wait_for(lambda: ("damaged" in log.read_text() and len(labels()) == len(photos))
                  or second.poll() is not None, timeout=90)
         assert second.poll() is None, log.read_text()
     finally:
@@ -255,7 +255,7 @@ def test_unreadable_files_and_folders_are_reported(tmp_path, tiny_model):
             with StateDB(database) as db:
                 return all(db.get(p) for p in (locked, fine, root / "private"))
 
-        wait_for(lambda: database.exists() and recorded() or process.poll() is not None,
+        wait_for(lambda: (database.exists() and recorded()) or process.poll() is not None,
                  timeout=90)
         assert process.poll() is None, log.read_text()
     finally:

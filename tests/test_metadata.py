@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from readback import exiv2_tags, jpeg_scan
 
 from iqs_daemon import metadata
 from iqs_daemon.config import Settings
@@ -30,7 +31,6 @@ from iqs_daemon.metadata import (
 )
 from iqs_daemon.records import PickLabel, Verdict
 from iqs_daemon.xmp_worker import ABORT_HOOK_ENV
-from readback import exiv2_tags, jpeg_scan
 
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # TIFF rating tags
 SAMPLES = Path(__file__).parents[1].parent / "shared" / "samples"
@@ -575,7 +575,8 @@ class ReplacedDuringWrite(MetadataWriter):
 def test_a_photo_replaced_during_the_write_is_not_overwritten(settings, tmp_path):
     photo = make_photo(tmp_path / "p.jpg")
     replacement = make_photo(tmp_path / "new.jpg").read_bytes()
-    with ReplacedDuringWrite(replacement) as writer, pytest.raises(FileChanged, match="changed while"):
+    with (ReplacedDuringWrite(replacement) as writer,
+          pytest.raises(FileChanged, match="changed while")):
         writer.write_verdict(photo, REJECTED, "fp", settings)
     assert photo.read_bytes() == replacement
     assert temp_files(tmp_path) == []

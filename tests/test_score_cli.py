@@ -60,7 +60,8 @@ def exiftool(path: Path) -> dict:
 @pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool not installed")
 def test_score_labels_every_photo_and_reports_the_broken_one(tmp_path, env):
     root = folder_with_mixed_files(tmp_path / "photos")
-    result = run_cli("score", "--json", "--set", f"model.model_path={json.dumps(str(env))}", str(root))
+    model = f"model.model_path={json.dumps(str(env))}"
+    result = run_cli("score", "--json", "--set", model, str(root))
     assert result.returncode == 3, result.stderr  # the broken photo failed
     records = {Path(r["path"]).name: r for r in map(json.loads, result.stdout.splitlines())}
     assert set(records) == {"dark.jpg", "mid.png", "bright.tif", "bright.webp", "broken.jpg"}
@@ -78,7 +79,8 @@ def test_score_labels_every_photo_and_reports_the_broken_one(tmp_path, env):
 def test_dry_run_changes_no_byte(tmp_path, env):
     root = folder_with_mixed_files(tmp_path / "photos")
     before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
-    result = run_cli("score", "--dry-run", "--set", f"model.model_path={json.dumps(str(env))}", str(root))
+    model = f"model.model_path={json.dumps(str(env))}"
+    result = run_cli("score", "--dry-run", "--set", model, str(root))
     assert result.returncode == 3
     assert "Dry run" in result.stdout
     after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
@@ -103,7 +105,8 @@ def test_config_shows_sources_and_rejects_bad_files(tmp_path, env):
     (tmp_path / "config" / "config.toml").write_text("[verdict]\nreject_below = 25\n")
     result = run_cli("config", "--json", "--set", "model.device=cpu")
     settings = json.loads(result.stdout)["settings"]
-    assert settings["verdict.reject_below"] == {"value": 25.0, "source": str(tmp_path / "config" / "config.toml")}
+    user_file = str(tmp_path / "config" / "config.toml")
+    assert settings["verdict.reject_below"] == {"value": 25.0, "source": user_file}
     assert settings["model.device"]["source"] == "flag"
     (tmp_path / "config" / "config.toml").write_text("[verdict]\nreject_below = 'low'\n")
     bad = run_cli("config")

@@ -36,7 +36,8 @@ def test_scored_row_round_trips_and_counts_writes(db):
     scored(db, photo, S2, counted=False)  # found already scored: not a write of ours
     row = db.get(photo)
     assert row is not None
-    assert (row.stat, row.score, row.label, row.model, row.status) == (S2, 42.0, "Pending", "m 1", "scored")
+    assert (row.stat, row.score, row.label, row.model, row.status) == (
+        S2, 42.0, "Pending", "m 1", "scored")
     assert row.scored_count == 2
     assert row.first_seen <= row.updated
     assert db.get(Path("/photos/other.jpg")) is None
@@ -56,7 +57,8 @@ def test_new_migration_backs_up_first(tmp_path, monkeypatch):
     path = tmp_path / "s.sqlite3"
     with StateDB(path) as db:
         scored(db, Path("/p/a.jpg"))
-    monkeypatch.setattr(state, "MIGRATIONS", (*state.MIGRATIONS, ("0002_note", "ALTER TABLE photos ADD note TEXT")))
+    extra = ("0002_note", "ALTER TABLE photos ADD note TEXT")
+    monkeypatch.setattr(state, "MIGRATIONS", (*state.MIGRATIONS, extra))
     with StateDB(path) as db:
         assert db.get(Path("/p/a.jpg")) is not None
     backup = tmp_path / "s.sqlite3.before-0002_note.bak"
@@ -65,12 +67,17 @@ def test_new_migration_backs_up_first(tmp_path, monkeypatch):
     copy.close()
 
 
-def test_nested_transaction_rolls_back_as_a_whole(db):
-    with pytest.raises(RuntimeError), db.transaction():
-        scored(db, Path("/p/a.jpg"))  # joins the outer transaction
-        with db.transaction():
+def nested_writes_then_fail(db) -> None:
+    with db.transaction():
+        scored(db, Path("/p/a.jpg"))
+        with db.transaction():  # joins the outer transaction
             scored(db, Path("/p/b.jpg"))
         raise RuntimeError("boom")
+
+
+def test_nested_transaction_rolls_back_as_a_whole(db):
+    with pytest.raises(RuntimeError, match="boom"):
+        nested_writes_then_fail(db)
     assert db.get(Path("/p/a.jpg")) is None and db.get(Path("/p/b.jpg")) is None
 
 
@@ -169,7 +176,7 @@ def test_skipped_rows_are_renewed_by_each_scan_and_forgotten_otherwise(db, tmp_p
 def test_a_damaged_database_is_moved_aside_only_when_asked(tmp_path):
     database = tmp_path / "state.sqlite3"
     database.write_bytes(b"this is not sqlite" * 500)
-    with pytest.raises(StateError, match="not a database.*rebuilds it"):
+    with pytest.raises(StateError, match=r"not a database.*rebuilds it"):
         StateDB.open(database)
     with StateDB.open(database, recover=True) as db:
         assert db.totals() == {}

@@ -17,7 +17,8 @@ from iqs_daemon.watching import Change, PendingChanges, WatchSet, WorkQueue
 JPEG_BYTES = b"\xff\xd8" + bytes(range(256)) * 40 + b"\xff\xd9"  # content does not matter here
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> None:
+def wait_for(condition: Callable[[], object], timeout: float = 10.0,
+             interval: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

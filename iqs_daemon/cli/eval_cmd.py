@@ -158,7 +158,10 @@ def evaluate_labels(
         _say(f"missing {row.name} (line {row.line} of {labels.name}): not found in {folder}")
     if not labelled.photos:
         raise DatasetError(labels, f"none of its {len(labelled.missing)} photos is in {folder}")
-    with Scorer(settings, dry_run=True, rescore=True) as scorer, _progress("scoring", as_json) as bar:
+    with (
+        Scorer(settings, dry_run=True, rescore=True) as scorer,
+        _progress("scoring", as_json) as bar,
+    ):
         task = bar.add_task("score", total=len(labelled.photos))
         scored, failed = _score_labelled(scorer, labelled.photos, lambda: bar.advance(task))
         model = {
