@@ -55,12 +55,13 @@ class Paths:
         state = os.environ.get("IQS_STATE_DIR") or platformdirs.user_state_dir(APP_NAME)
         runtime = (
             os.environ.get("IQS_RUNTIME_DIR")
-            or os.environ.get("XDG_RUNTIME_DIR")
-            and str(Path(os.environ["XDG_RUNTIME_DIR"]) / APP_NAME)
+            or (os.environ.get("XDG_RUNTIME_DIR")
+                and str(Path(os.environ["XDG_RUNTIME_DIR"]) / APP_NAME))
             or state
         )
         return cls(
-            config_dir=Path(os.environ.get("IQS_CONFIG_DIR") or platformdirs.user_config_dir(APP_NAME)),
+            config_dir=Path(
+                os.environ.get("IQS_CONFIG_DIR") or platformdirs.user_config_dir(APP_NAME)),
             state_dir=Path(state),
             runtime_dir=Path(runtime),
         )
@@ -101,6 +102,11 @@ class Settings:
     keep_mtime: bool = True  # restore the photo's modification time after writing
     windows_ratings: bool = True  # also MicrosoftPhoto:Rating and EXIF Rating/RatingPercent
     color_label: bool = False  # also set digiKam's colour label (red/yellow/green)
+    # [bursts] (bursts.py; defaults chosen by benchmarks/bursts.py)
+    group_bursts: bool = True  # group near-duplicates of a folder and pick the best frame
+    max_gap_seconds: float = 30.0  # a frame joins a group taken at most this long before it
+    min_similarity: float = 0.96  # ... and looking this alike (embedding cosine)
+    others_label: str = "pending"  # the group's other frames: "pending" or "rejected"
     # [daemon]
     backlog: bool = True  # score existing photos without a current verdict on start
     settle_seconds: float = 0.5  # a file must be unchanged this long before scoring
@@ -133,6 +139,10 @@ SECTIONS: dict[str, str] = {
     "keep_mtime": "metadata",
     "windows_ratings": "metadata",
     "color_label": "metadata",
+    "group_bursts": "bursts",
+    "max_gap_seconds": "bursts",
+    "min_similarity": "bursts",
+    "others_label": "bursts",
     "backlog": "daemon",
     "settle_seconds": "daemon",
     "polling": "daemon",
@@ -144,6 +154,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "rejected_rating": (-1, 0),
     "sidecar_naming": ("ext", "stem"),
+    "others_label": ("pending", "rejected"),
 }
 
 
@@ -175,9 +186,12 @@ def _check_value(name: str, value: Any, source: str) -> Any:
         raise ConfigError(f"must be one of {allowed}, got {value!r}", key=key, source=source)
     if name in ("batch_size",) and value < 1:
         raise ConfigError("must be at least 1", key=key, source=source)
-    non_negative = ("jobs", "threads", "max_pixels", "settle_seconds", "poll_interval_seconds")
+    non_negative = ("jobs", "threads", "max_pixels", "settle_seconds", "poll_interval_seconds",
+                    "max_gap_seconds")
     if name in non_negative and value < 0:
         raise ConfigError("must not be negative", key=key, source=source)
+    if name == "min_similarity" and not -1.0 <= value <= 1.0:
+        raise ConfigError("must be between -1 and 1 (a cosine)", key=key, source=source)
     return value
 
 

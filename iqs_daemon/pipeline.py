@@ -30,19 +30,21 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import decoding
+from . import bursts, decoding
 from .errors import InputError, IqsError
 from .exposure import ExposureFacts, measure
-from .metadata import MetadataWriter
+from .metadata import MetadataWriter, hand_label
 from .model import QualityModel
-from .records import Candidate, Scores, Verdict, WriteResult
+from .records import Burst, Candidate, PickLabel, Scores, Verdict, WriteResult
+from .sharpness import Signature, signature_of
 from .verdict import Policy, decide
 from .xmp_tags import StoredMetadata
 
@@ -86,6 +88,10 @@ class Prepared:
     fingerprint: str
     source: str
     exposure: ExposureFacts | None = None
+    # Only when bursts are grouped (``Scorer(group_bursts=True)``):
+    signature: Signature | None = None
+    captured_at: float | None = None
+    hand_label: PickLabel | None = None  # a pick label the user set, from the stored read
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,6 +100,10 @@ class Redecided:
 
     item: Prepared
     verdict: Verdict
+
+
+#: What the pipeline does with a scored photo: its pending outcome, or None (held back).
+Emit = Callable[[Prepared, Verdict, Scores], "Future[Outcome] | Outcome | None"]
 
 
 def default_workers() -> int:
@@ -147,10 +157,15 @@ class Scorer:
         rescore: bool = False,
         replace_hand_labels: bool = False,
         model: QualityModel | None = None,
+        group_bursts: bool = False,
     ):
         """``rescore``: decode and score photos that already carry a current verdict;
-        ``replace_hand_labels``: overwrite pick labels and ratings the user set."""
+        ``replace_hand_labels``: overwrite pick labels and ratings the user set;
+        ``group_bursts``: hold each folder's verdicts until all its frames are scored,
+        group its bursts and pick the best of each (``bursts.py``; one-shot ``score``)."""
         self.settings = settings
+        self.group_bursts = group_bursts
+        self.burst_settings = bursts.BurstSettings.from_settings(settings)
         self.dry_run = dry_run
         self.rescore = rescore
         self.replace_hand_labels = replace_hand_labels
@@ -184,12 +199,19 @@ class Scorer:
         ``rescore``, or when it cannot be read: then the photo is simply scored)."""
         if self.rescore:
             return None
+        return self._of_current_model(self._read_stored(candidate))
+
+    def _read_stored(self, candidate: Candidate) -> StoredMetadata | None:
         try:
-            stored = self.metadata.read_stored(candidate.path, self.settings)
+            return self.metadata.read_stored(candidate.path, self.settings)
         except IqsError:
             return None
+
+    def _of_current_model(self, stored: StoredMetadata | None) -> StoredMetadata | None:
         info = self.model.info
-        return stored if (stored.model_name, stored.model_version) == (info.name, info.version) else None
+        if stored is None or (stored.model_name, stored.model_version) != (info.name, info.version):
+            return None
+        return stored
 
     def already_scored(self, candidate: Candidate) -> bool:
         """True when the photo carries a verdict of the current model and policy."""
@@ -203,16 +225,29 @@ class Scorer:
                     and set(self.model.info.diagnostics) <= set(stored.diagnostics))
         if not complete:
             return None
-        assert stored.score is not None and stored.fingerprint
+        assert stored.score is not None
+        assert stored.fingerprint
         scores = Scores(score=stored.score, diagnostics=dict(stored.diagnostics))
         verdict = decide(candidate.path, scores, self.model.info, self.policy,
                          exposure=stored.exposure, scored_at=stored.scored_at)
+        burst = stored_burst(stored) if self.settings.group_bursts else None
+        if burst is not None:
+            verdict = bursts.apply_burst(verdict, burst, self.policy,
+                                         self.burst_settings.others_label)
         item = Prepared(candidate, {}, stored.fingerprint, REDECIDED_SOURCE, stored.exposure)
         return Redecided(item, verdict)
 
     def decode_stage(self, candidate: Candidate) -> Prepared | Redecided | Outcome:
         try:
-            stored = self.stored_verdict(candidate)
+            hand_pick: PickLabel | None = None
+            if self.group_bursts and not self.rescore:
+                found = self._read_stored(candidate)  # one read serves both questions
+                stored = self._of_current_model(found)
+                if found is not None and not self.replace_hand_labels:
+                    by_hand = hand_label(found)
+                    hand_pick = next((p for p in PickLabel if p.title == by_hand), None)
+            else:
+                stored = self.stored_verdict(candidate)
             if stored is not None:
                 # Replacing hand labels needs no new scores: the stored ones are re-applied.
                 if stored.policy == self.policy.identity and not self.replace_hand_labels:
@@ -227,11 +262,17 @@ class Scorer:
             )
             views = self.model.prepare(decoded.rgb)
             exposure = measure(views[self._whole_view])
+            if self.group_bursts:
+                return Prepared(candidate, views, decoded.fingerprint, decoded.source, exposure,
+                                signature=signature_of(decoded.rgb),
+                                captured_at=bursts.capture_time(candidate.path, candidate.mtime_ns),
+                                hand_label=hand_pick)
         except IqsError as exc:
             return Outcome(candidate, "failed", error=exc)
         except Exception as exc:  # a library bug tripped by one file must not end the run
             log.debug("unexpected error decoding %s", candidate.path, exc_info=True)
-            return Outcome(candidate, "failed", error=InputError(candidate.path, f"unexpected error: {exc}"))
+            error = InputError(candidate.path, f"unexpected error: {exc}")
+            return Outcome(candidate, "failed", error=error)
         return Prepared(candidate, views, decoded.fingerprint, decoded.source, exposure)
 
     def write_stage(self, item: Prepared, verdict: Verdict) -> Outcome:
@@ -250,14 +291,30 @@ class Scorer:
                        fingerprint=item.fingerprint, decode_source=item.source)
 
     def infer_stage(self, batch: list[Prepared]) -> list[Verdict]:
+        return [verdict for verdict, _ in self.score_stage(batch)]
+
+    def score_stage(self, batch: list[Prepared]) -> list[tuple[Verdict, Scores]]:
+        """The model's scores and the policy's verdict for each photo of a batch."""
         scores = self.model.run([item.views for item in batch])
         info = self.model.info
-        return [decide(item.candidate.path, s, info, self.policy, exposure=item.exposure)
-                for item, s in zip(batch, scores)]
+        return [(decide(item.candidate.path, s, info, self.policy, exposure=item.exposure), s)
+                for item, s in zip(batch, scores, strict=True)]
 
     # -- the pipeline ---------------------------------------------------------------
     def process(self, candidates: Iterable[Candidate]) -> Iterator[Outcome]:
-        """Score every candidate; yields one Outcome each, in input order."""
+        """Score every candidate; yields one Outcome each, in input order (with
+        ``group_bursts``: folder by folder, each folder's scored photos last)."""
+        if self.group_bursts:
+            yield from self._process_grouped(candidates)
+            return
+        yield from self._stream(candidates, self._submit_write)
+
+    def _submit_write(self, item: Prepared, verdict: Verdict, scores: Scores) -> Future[Outcome]:
+        return self._writer.submit(self.write_stage, item, verdict)
+
+    def _stream(self, candidates: Iterable[Candidate], emit: Emit) -> Iterator[Outcome]:
+        """Decode, infer and hand each scored photo to ``emit`` (which returns its pending
+        outcome, or None when it holds the photo back); yields outcomes in input order."""
         batch_size = self.batch_size
         window = self.workers * 2 + batch_size  # decodes in flight: bounds memory
         writes_behind = 2 * batch_size  # written while inference goes on; then it waits
@@ -271,12 +328,15 @@ class Scorer:
             if not batch:
                 return
             started = time.perf_counter()
-            verdicts = self.infer_stage(batch)
-            log.debug("inference: %d photos in %.0f ms", len(batch), 1e3 * (time.perf_counter() - started))
-            for item, verdict in zip(batch, verdicts):
+            scored = self.score_stage(batch)
+            elapsed_ms = 1e3 * (time.perf_counter() - started)
+            log.debug("inference: %d photos in %.0f ms", len(batch), elapsed_ms)
+            for item, (verdict, scores) in zip(batch, scored, strict=True):
                 # The views are done with: a queued write holds only the small record.
                 done = dataclasses.replace(item, views={})
-                results.append(self._writer.submit(self.write_stage, done, verdict))
+                pending = emit(done, verdict, scores)
+                if pending is not None:
+                    results.append(pending)
             batch.clear()
 
         while True:
@@ -292,7 +352,8 @@ class Scorer:
             if isinstance(prepared, Outcome):
                 results.append(prepared)
             elif isinstance(prepared, Redecided):
-                results.append(self._writer.submit(self.write_stage, prepared.item, prepared.verdict))
+                write = self._writer.submit(self.write_stage, prepared.item, prepared.verdict)
+                results.append(write)
             else:
                 batch.append(prepared)
                 # Run a partial batch when nothing more is coming soon, so a lone photo in
@@ -303,6 +364,36 @@ class Scorer:
         flush_batch()
         yield from self._drain(results, keep=0)
 
+    # -- bursts (one-shot score) ----------------------------------------------------
+    def _process_grouped(self, candidates: Iterable[Candidate]) -> Iterator[Outcome]:
+        """Folder by folder: score all of a folder's photos, holding only their small
+        records (views dropped), then group its bursts and write its verdicts."""
+        folders: dict[Path, list[Candidate]] = {}
+        for candidate in candidates:
+            folders.setdefault(candidate.path.parent, []).append(candidate)
+        for members in folders.values():
+            held: list[tuple[Prepared, Verdict, bursts.Frame]] = []
+
+            def hold(item: Prepared, verdict: Verdict, scores: Scores,
+                     held: list[tuple[Prepared, Verdict, bursts.Frame]] = held) -> None:
+                held.append((dataclasses.replace(item, signature=None), verdict,
+                             frame_of(item, scores)))
+
+            yield from self._stream(members, hold)
+            yield from self._write_folder(held)
+
+    def _write_folder(self, held: list[tuple[Prepared, Verdict, bursts.Frame]]
+                      ) -> Iterator[Outcome]:
+        if not held:
+            return
+        frames = [frame for _, _, frame in held]
+        verdicts = bursts.decide_bursts(frames, [v for _, v, _ in held], self.policy,
+                                        self.burst_settings)
+        pending = [self._writer.submit(self.write_stage, item, verdict)
+                   for (item, _, _), verdict in zip(held, verdicts, strict=True)]
+        for future in pending:
+            yield future.result()
+
     @staticmethod
     def _drain(results: deque[Future[Outcome] | Outcome], *, keep: int) -> Iterator[Outcome]:
         """Yield the finished outcomes in order, waiting for writes while over ``keep``."""
@@ -312,3 +403,25 @@ class Scorer:
                 return
             results.popleft()
             yield head.result() if isinstance(head, Future) else head
+
+
+
+def frame_of(item: Prepared, scores: Scores) -> bursts.Frame:
+    """The small record grouping needs of a scored photo."""
+    embedding = np.asarray(scores.embedding, np.float32)
+    captured = item.captured_at
+    return bursts.Frame(
+        path=item.candidate.path,
+        captured_at=captured if captured is not None else item.candidate.mtime_ns / 1e9,
+        embedding=embedding, signature=item.signature, exposure=item.exposure,
+        score=scores.score, hand_label=item.hand_label,
+    )
+
+
+def stored_burst(stored: StoredMetadata) -> Burst | None:
+    """The burst a stored verdict was decided in (``Xmp.iqs.Group*``), if any."""
+    if not stored.group_id or (stored.group_size or 0) < 2:
+        return None
+    named = [r for r in stored.reasons if r.startswith(bursts.WEAKER_DUPLICATE)]
+    pick_name = named[0][len(bursts.WEAKER_DUPLICATE):] if named else stored.path.name
+    return Burst(stored.group_id, stored.group_size or 0, bool(stored.group_pick), pick_name)

@@ -65,6 +65,17 @@ class Scores:
 
 
 @dataclass(frozen=True)
+class Burst:
+    """A photo's place in a burst (``bursts.py``). ``id`` "" means: grouping ran and the
+    photo is in no group, so an earlier group's tags are removed."""
+
+    id: str
+    size: int = 1
+    pick: bool = False  # this frame is the group's pick
+    pick_name: str = ""  # the pick's file name
+
+
+@dataclass(frozen=True)
 class Verdict:
     path: Path
     score: float
@@ -77,6 +88,7 @@ class Verdict:
     scored_at: str  # ISO 8601 UTC
     policy: str = ""  # verdict.Policy.identity of the cut-offs that chose the label
     exposure: ExposureFacts | None = None  # the pixels' exposure facts the reasons were checked on
+    burst: Burst | None = None  # None: not grouped in this run, group tags left as they are
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,10 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
         # set by hand where it was kept), not the verdict's 0..5 stars.
         held = outcome.write.rating if outcome.write else None
         record["stars"] = v.stars if held is None else held
+        if v.burst is not None:  # grouping ran: the photo's burst, or null for none
+            b = v.burst
+            record["burst"] = ({"id": b.id, "size": b.size, "pick": b.pick,
+                                "pick_name": b.pick_name} if b.id else None)
     if outcome.write:
         record.update(
             written_to=str(outcome.write.target) if outcome.write.written else None,
@@ -62,6 +66,7 @@ class RunSummary:
     failures: list[Outcome] = field(default_factory=list)
     read_only: list[Path] = field(default_factory=list)  # sidecar: the photo is read-only
     folders: set[Path] = field(default_factory=set)
+    bursts: Counter[str] = field(default_factory=Counter)  # burst id -> frames in this run
 
     def add(self, outcome: Outcome, read: Reader | None = None) -> None:
         """Count ``outcome``; ``read`` looks up what a photo carries where the outcome
@@ -77,6 +82,8 @@ class RunSummary:
             self._count_stored(outcome.candidate.path, read)
         else:
             self.labels[outcome.verdict.label.title] += 1
+        if outcome.verdict.burst is not None and outcome.verdict.burst.id:
+            self.bursts[outcome.verdict.burst.id] += 1
         if outcome.status == "scored":
             self.scored.append(outcome)
             # Keep only the worst few, so a 100,000-photo run stays small.

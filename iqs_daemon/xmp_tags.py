@@ -17,7 +17,7 @@ from .xmp_worker import IQS_PREFIX
 
 if TYPE_CHECKING:
     from .config import Settings
-    from .records import Verdict
+    from .records import Burst, Verdict
 
 EXIF_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff"})  # EXIF ratings too
 DIAGNOSTICS = ("blur", "noise", "compression", "underexposure", "overexposure")
@@ -35,7 +35,14 @@ IQS = f"Xmp.{IQS_PREFIX}."
 PICK, RATING = "Xmp.digiKam.PickLabel", "Xmp.xmp.Rating"
 MS_RATING, COLOR, XMP_LABEL = "Xmp.MicrosoftPhoto.Rating", "Xmp.digiKam.ColorLabel", "Xmp.xmp.Label"
 EXIF_RATING, EXIF_PERCENT = "Exif.Image.Rating", "Exif.Image.RatingPercent"
-READ_KEYS = [PICK, RATING, MS_RATING, COLOR, XMP_LABEL, EXIF_RATING, EXIF_PERCENT]
+# Keyword lists a burst tag is merged into: digiKam's tag paths ("a/b"), Lightroom's
+# hierarchy ("a|b", also read by darktable and Immich), and the flat Dublin Core list.
+TAGS_LIST, HIERARCHICAL = "Xmp.digiKam.TagsList", "Xmp.lr.hierarchicalSubject"
+SUBJECT = "Xmp.dc.subject"
+KEYWORD_SEPARATORS = {TAGS_LIST: "/", HIERARCHICAL: "|"}
+BURST_ROOT = ("iqs", "burst")  # the burst keyword: iqs|burst|<id> (digiKam: iqs/burst/<id>)
+READ_KEYS = [PICK, RATING, MS_RATING, COLOR, XMP_LABEL, EXIF_RATING, EXIF_PERCENT,
+             TAGS_LIST, HIERARCHICAL, SUBJECT]
 
 # --- what is stored -----------------------------------------------------------------
 
@@ -81,6 +88,9 @@ class StoredMetadata:
     exif_rating_percent: int | None = None  # Exif.Image.RatingPercent
     color_label: int | None = None  # Xmp.digiKam.ColorLabel
     xmp_label: str | None = None  # Xmp.xmp.Label
+    group_id: str | None = None  # Xmp.iqs.Group: the burst this photo belongs to
+    group_size: int | None = None  # Xmp.iqs.GroupSize
+    group_pick: bool | None = None  # Xmp.iqs.GroupPick: this frame is the burst's pick
     sources: dict[str, Path] = field(default_factory=dict)
     files: tuple[FileTags, ...] = ()
     problems: tuple[str, ...] = ()  # files that exist but could not be read
@@ -134,6 +144,11 @@ def _reasons(value: Any) -> tuple[str, ...]:
     return tuple(r.strip() for r in str(value or "").split(",") if r.strip())
 
 
+def _bool(value: Any) -> bool | None:
+    text = str(value).strip().lower()
+    return True if text == "true" else False if text == "false" else None
+
+
 def _label_by_title(value: Any) -> PickLabel | None:
     return next((p for p in PickLabel if p.title == str(value)), None)
 
@@ -157,6 +172,9 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "exif_rating_percent": (EXIF_PERCENT, _int),
     "color_label": (COLOR, _int),
     "xmp_label": (XMP_LABEL, str),
+    "group_id": (IQS + "Group", str),
+    "group_size": (IQS + "GroupSize", _int),
+    "group_pick": (IQS + "GroupPick", _bool),
 }
 
 
@@ -222,6 +240,40 @@ def _user_labelled(current: FileTags | None) -> bool:
     return any(_int(v) not in (None, 0) for v in (pick, rating, *others))
 
 
+def _keywords(value: Any) -> list[str]:
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [str(v).strip() for v in items if str(v).strip()]
+
+
+def burst_tags(burst: Burst, current: FileTags | None) -> dict[str, Any]:
+    """The group tags, with the burst keyword merged into the photo's own keywords: every
+    keyword stays but an earlier burst keyword of ours (``iqs|burst|...``)."""
+    get = current.get if current is not None else (lambda key: None)
+    old_id = str(get(IQS + "Group") or "")
+    tags: dict[str, Any] = {
+        IQS + "Group": burst.id or None,
+        IQS + "GroupSize": str(burst.size) if burst.id else None,
+        IQS + "GroupPick": str(burst.pick) if burst.id else None,
+    }
+    for key, sep in KEYWORD_SEPARATORS.items():
+        before = _keywords(get(key))
+        ours = sep.join(BURST_ROOT) + sep
+        after = [k for k in before if not k.startswith(ours)]
+        if burst.id:
+            after.append(ours + burst.id)
+        if after != before:
+            tags[key] = after or None
+    before = _keywords(get(SUBJECT))
+    after = [k for k in before if not (old_id and k == old_id)]
+    if burst.id and burst.id not in after:
+        after.append(burst.id)
+    if after != before:
+        tags[SUBJECT] = after or None
+    return tags
+
+
 def plan_tags(
     verdict: Verdict,
     fingerprint: str,
@@ -243,6 +295,8 @@ def plan_tags(
         IQS + "Fingerprint": fingerprint,
         IQS + "Policy": verdict.policy or None,
     }
+    if verdict.burst is not None:
+        xmp.update(burst_tags(verdict.burst, current))
     facts = verdict.exposure.as_dict() if verdict.exposure is not None else {}
     for name, suffix in EXPOSURE_TAGS.items():
         value = facts.get(name)

@@ -67,7 +67,8 @@ def score_command(
     summary = RunSummary()
     started = time.perf_counter()
     with Scorer(settings, dry_run=dry_run, rescore=rescore or force,
-                replace_hand_labels=replace_hand_labels or force) as scorer:
+                replace_hand_labels=replace_hand_labels or force,
+                group_bursts=settings.group_bursts) as scorer:
         progress = Progress(
             TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
             console=err, disable=not interactive() or as_json, transient=True,
@@ -120,6 +121,10 @@ def _print_summary(
             assert v is not None
             table.add_row(f"{v.score:.1f}", v.label.title, ", ".join(v.reasons) or "-", str(o.candidate.path))
         console.print(table)
+    if s.bursts:
+        frames = sum(s.bursts.values())
+        console.print(f"Bursts: {len(s.bursts)} groups of near-duplicates ({frames} photos); "
+                      "each group's best frame is its pick, the others are weaker duplicates.")
     scored = s.statuses.get("scored", 0)
     if scored:
         console.print(f"Throughput: {scored / elapsed:.1f} photos/s "

@@ -83,6 +83,10 @@ def render(stored: StoredMetadata, source: str | None = None) -> Group:
             table.add_row(title, _text(value), labels[stored.sources[name]])
     if stored.has_verdict and source is not None:
         table.add_row("Judged from", source, "")
+    if stored.group_id:
+        role = "its pick" if stored.group_pick else "not its pick"
+        table.add_row("Burst", f"{stored.group_id}: {stored.group_size or '?'} photos, {role}",
+                      labels[stored.sources["group_id"]])
     kept = hand_label(stored) if stored.has_verdict else None
     if kept is not None:
         where = stored.sources.get("pick_label") or stored.sources.get("rating")
