@@ -122,3 +122,20 @@ def test_deleted_metadata_is_restored_at_start_without_scoring(tmp_path, tiny_mo
         assert daemon.counts["scored"] == 0  # given back from the state, not scored again
     # The same verdict, down to the time it was scored.
     assert {p: verdict_of(p) for p in (raw, photo)} == before
+
+
+def test_a_stripped_photo_with_other_pixels_is_scored_not_restored(tmp_path, tiny_model,
+                                                                     env_paths):
+    root = tmp_path / "photos"
+    root.mkdir()
+    photo = root / "photo.jpg"
+    photo.write_bytes(jpeg(200, (320, 240)))
+    settings = settings_for(env_paths, tiny_model)
+    with running(settings, env_paths, [root]) as daemon:
+        wait_for(lambda: all_scored(daemon, [photo]) and idle(daemon))
+    assert verdict_of(photo)[0] == "Accepted"
+    photo.write_bytes(jpeg(20, (320, 240)))  # another picture, no metadata at all
+    with running(settings, env_paths, [root]) as daemon:
+        wait_for(lambda: daemon.counts["scored"] == 1 and idle(daemon))
+        assert daemon.counts.get("restored", 0) == 0
+    assert verdict_of(photo)[0] == "Rejected"  # judged on its own pixels

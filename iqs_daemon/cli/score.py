@@ -63,7 +63,8 @@ def score_command(
         skipped.append((path, reason))
         err.print(f"skipped {path}: {reason}", markup=False, highlight=False)
 
-    candidates = list(iter_candidates(paths, follow_symlinks=settings.follow_symlinks, on_skip=on_skip))
+    candidates = list(iter_candidates(paths, follow_symlinks=settings.follow_symlinks,
+                                      on_skip=on_skip))
     summary = RunSummary()
     started = time.perf_counter()
     with Scorer(settings, dry_run=dry_run, rescore=rescore or force,
@@ -119,7 +120,8 @@ def _print_summary(
         for o in worst:
             v = o.verdict
             assert v is not None
-            table.add_row(f"{v.score:.1f}", v.label.title, ", ".join(v.reasons) or "-", str(o.candidate.path))
+            table.add_row(f"{v.score:.1f}", v.label.title, ", ".join(v.reasons) or "-",
+                          str(o.candidate.path))
         console.print(table)
     if s.bursts:
         frames = sum(s.bursts.values())
