@@ -112,8 +112,11 @@ def test_a_user_systemd_instance_runs_the_written_unit(tmp_path):
     unit_dir = config_home / "systemd" / "user"
     unit = unit_dir / name
     text = render_unit([root], command=[sys.executable, "-m", "iqs_daemon"])
+    # Its own state folder (ProtectSystem=strict: writable only when listed), so a daemon
+    # of the user's own is left alone; and this checkout's package.
     text = text.replace("[Service]\n", f"[Service]\nEnvironment=IQS_STATE_DIR={state}\n"
-                        f"Environment=PYTHONPATH={REPO}\n", 1)
+                        f"ReadWritePaths=-{state}\nEnvironment=PYTHONPATH={REPO}\n", 1)
+    state.mkdir()
     assert unit_problems(text) == []
     unit_dir.mkdir(parents=True, exist_ok=True)
     unit.write_text(text)
