@@ -238,10 +238,10 @@ class CapturingScorer(Scorer):
         self.frames: list[bursts.Frame] = []
         self.verdicts: list = []
 
-    def _write_folder(self, held):  # type: ignore[no-untyped-def]
+    def _write_held(self, held):  # type: ignore[no-untyped-def]
         self.frames += [frame for _, _, frame in held]
         self.verdicts += [verdict for _, verdict, _ in held]
-        yield from super()._write_folder(held)
+        return super()._write_held(held)
 
 
 def run_score(scorer: Scorer, folder: Path) -> tuple[float, float, int]:

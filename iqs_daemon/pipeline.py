@@ -102,8 +102,9 @@ class Redecided:
     verdict: Verdict
 
 
-#: What the pipeline does with a scored photo: its pending outcome, or None (held back).
-Emit = Callable[[Prepared, Verdict, Scores], "Future[Outcome] | Outcome | None"]
+#: What the pipeline does with a scored photo: the writes now pending (none while it is
+#: held back, several when holding it releases others).
+Emit = Callable[[Prepared, Verdict, Scores], "list[Future[Outcome]]"]
 
 
 def default_workers() -> int:
@@ -166,6 +167,7 @@ class Scorer:
         self.settings = settings
         self.group_bursts = group_bursts
         self.burst_settings = bursts.BurstSettings.from_settings(settings)
+        self._capture_times: dict[Path, float] = {}  # of the folder being grouped
         self.dry_run = dry_run
         self.rescore = rescore
         self.replace_hand_labels = replace_hand_labels
@@ -265,7 +267,7 @@ class Scorer:
             if self.group_bursts:
                 return Prepared(candidate, views, decoded.fingerprint, decoded.source, exposure,
                                 signature=signature_of(decoded.rgb),
-                                captured_at=bursts.capture_time(candidate.path, candidate.mtime_ns),
+                                captured_at=self._capture_times.get(candidate.path),
                                 hand_label=hand_pick)
         except IqsError as exc:
             return Outcome(candidate, "failed", error=exc)
@@ -309,12 +311,13 @@ class Scorer:
             return
         yield from self._stream(candidates, self._submit_write)
 
-    def _submit_write(self, item: Prepared, verdict: Verdict, scores: Scores) -> Future[Outcome]:
-        return self._writer.submit(self.write_stage, item, verdict)
+    def _submit_write(self, item: Prepared, verdict: Verdict, scores: Scores
+                      ) -> list[Future[Outcome]]:
+        return [self._writer.submit(self.write_stage, item, verdict)]
 
     def _stream(self, candidates: Iterable[Candidate], emit: Emit) -> Iterator[Outcome]:
-        """Decode, infer and hand each scored photo to ``emit`` (which returns its pending
-        outcome, or None when it holds the photo back); yields outcomes in input order."""
+        """Decode, infer and hand each scored photo to ``emit`` (which returns the writes it
+        started); yields outcomes in the order they are handed over."""
         batch_size = self.batch_size
         window = self.workers * 2 + batch_size  # decodes in flight: bounds memory
         writes_behind = 2 * batch_size  # written while inference goes on; then it waits
@@ -334,9 +337,7 @@ class Scorer:
             for item, (verdict, scores) in zip(batch, scored, strict=True):
                 # The views are done with: a queued write holds only the small record.
                 done = dataclasses.replace(item, views={})
-                pending = emit(done, verdict, scores)
-                if pending is not None:
-                    results.append(pending)
+                results.extend(emit(done, verdict, scores))
             batch.clear()
 
         while True:
@@ -366,33 +367,48 @@ class Scorer:
 
     # -- bursts (one-shot score) ----------------------------------------------------
     def _process_grouped(self, candidates: Iterable[Candidate]) -> Iterator[Outcome]:
-        """Folder by folder: score all of a folder's photos, holding only their small
-        records (views dropped), then group its bursts and write its verdicts."""
+        """Folder by folder, in capture-time order: hold each scored photo's small record
+        (views dropped) until no later frame can join its group, that is until a frame
+        comes more than ``max_gap_seconds`` after all the held ones; then group them, pick
+        the best of each burst and write, while the folder's next frames are scored."""
         folders: dict[Path, list[Candidate]] = {}
         for candidate in candidates:
             folders.setdefault(candidate.path.parent, []).append(candidate)
+        gap = self.burst_settings.max_gap_seconds
         for members in folders.values():
+            times = {c.path: bursts.capture_time(c.path, c.mtime_ns) for c in members}
+            members.sort(key=lambda c: (times[c.path], c.path.name))
+            self._capture_times = times
             held: list[tuple[Prepared, Verdict, bursts.Frame]] = []
 
             def hold(item: Prepared, verdict: Verdict, scores: Scores,
-                     held: list[tuple[Prepared, Verdict, bursts.Frame]] = held) -> None:
-                held.append((dataclasses.replace(item, signature=None), verdict,
-                             frame_of(item, scores)))
+                     held: list[tuple[Prepared, Verdict, bursts.Frame]] = held
+                     ) -> list[Future[Outcome]]:
+                frame = frame_of(item, scores)
+                released: list[Future[Outcome]] = []
+                # Held in capture-time order: the last one is the latest.
+                if held and frame.captured_at - held[-1][2].captured_at > gap:
+                    released = self._write_held(held)
+                held.append((dataclasses.replace(item, signature=None), verdict, frame))
+                return released
 
             yield from self._stream(members, hold)
-            yield from self._write_folder(held)
+            for future in self._write_held(held):
+                yield future.result()
+        self._capture_times = {}
 
-    def _write_folder(self, held: list[tuple[Prepared, Verdict, bursts.Frame]]
-                      ) -> Iterator[Outcome]:
+    def _write_held(self, held: list[tuple[Prepared, Verdict, bursts.Frame]]
+                    ) -> list[Future[Outcome]]:
+        """Group the held frames, submit their writes and let go of them."""
         if not held:
-            return
+            return []
         frames = [frame for _, _, frame in held]
         verdicts = bursts.decide_bursts(frames, [v for _, v, _ in held], self.policy,
                                         self.burst_settings)
         pending = [self._writer.submit(self.write_stage, item, verdict)
                    for (item, _, _), verdict in zip(held, verdicts, strict=True)]
-        for future in pending:
-            yield future.result()
+        held.clear()
+        return pending
 
     @staticmethod
     def _drain(results: deque[Future[Outcome] | Outcome], *, keep: int) -> Iterator[Outcome]:

@@ -31,8 +31,7 @@ import numpy as np
 GRID_LONG_SIDE = 48  # cells on the long side of the signature's maps
 THUMB_LONG_SIDE = 128
 ANALYSIS_MAX_SHORT_SIDE = 1536  # larger decodes are halved first (a 24 MP JPEG at 1/2)
-CLIPPED_FROM = 250  # green level: a cell with a pixel this bright (at 1/8 scale) is clipped
-CLIPPED_SHARE = 0.0  # ... and a cell with more than this share of clipped pixels
+CLIPPED_FROM = 250  # green level: a cell with a pixel this bright (at 1/4 scale) is clipped
 CONTRAST_FLOOR = 4.0  # the unaligned fallback compares cells with at least this contrast
 DETAIL_SHARE = 0.3  # ... and of those, this share with the most
 MIN_CELLS = 6
@@ -104,10 +103,10 @@ def signature_of(rgb: np.ndarray) -> Signature:
     coarse = cv2.resize(quarter, eighth_size, interpolation=cv2.INTER_AREA).astype(np.float32)
     # Cells with clipped highlights say nothing reliable: clipping turns a soft highlight
     # into a hard edge, so a brighter frame looks sharper there. Marked 0: never compared.
-    _, clipped = cv2.threshold(green, CLIPPED_FROM - 1, 255, cv2.THRESH_BINARY)
-    clipped = cv2.resize(cv2.resize(clipped, eighth_size, interpolation=cv2.INTER_AREA),
-                         (cols, rows), interpolation=cv2.INTER_AREA)
-    contrast[clipped > CLIPPED_SHARE * 255] = 0.0
+    # Found on the 4x smaller copy: a clipped patch of 4x4 pixels or more shows there.
+    _, clipped = cv2.threshold(quarter, CLIPPED_FROM - 1, 255, cv2.THRESH_BINARY)
+    clipped = cv2.resize(clipped, (cols, rows), interpolation=cv2.INTER_AREA)
+    contrast[clipped > 0] = 0.0
     tcols, trows = _grid(h, w, THUMB_LONG_SIDE)
     thumb = cv2.resize(coarse, (tcols, trows), interpolation=cv2.INTER_AREA)
     return Signature(level.astype(np.float16), contrast.astype(np.float16),

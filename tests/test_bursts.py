@@ -335,9 +335,31 @@ def test_score_groups_a_burst_picks_the_sharp_frame_and_every_manager_sees_the_t
     assert (stored["group_id"], stored["group_size"], stored["group_pick"]) == (gid, 3, False)
     summary = run_cli(tmp_path, "score", "--rescore", str(tmp_path / "photos"))
     assert summary.returncode == 0, summary.stderr
-    assert "Bursts: 1 groups" in summary.stdout
+    assert "Bursts: 1 group of near-duplicates (3 photos)" in summary.stdout
     again = exiftool_all([files["frame1"]])["frame1"]
     assert as_list(again["XMP-digiKam:TagsList"]) == ["family/holiday", f"iqs/burst/{gid}"]
+
+
+@needs_exiftool
+def test_a_policy_change_re_decides_a_burst_from_its_stored_tags_without_decoding(tmp_path):
+    files = make_burst_folder(tmp_path / "photos")
+    first = run_cli(tmp_path, "score", "--json", str(tmp_path / "photos"))
+    assert first.returncode == 0, first.stderr
+    # A lower accept_from: a plain frame would now be Accepted, but a weaker duplicate
+    # stays Pending, and the pick stays the pick.
+    again = run_cli(tmp_path, "score", "--json", "--set", "verdict.accept_from=35",
+                    str(tmp_path / "photos"))
+    assert again.returncode == 0, again.stderr
+    records = {Path(r["path"]).stem: r for r in map(json.loads, again.stdout.splitlines())}
+    assert {records[n]["status"] for n in ("frame0", "frame1", "frame2")} <= {"redecided"}
+    assert records["frame0"]["label"] == "Accepted"
+    for name in ("frame1", "frame2"):
+        assert records[name]["label"] == "Pending"
+        assert records[name]["reasons"][0] == "weaker duplicate of frame0.jpg"
+        assert records[name]["burst"]["pick"] is False
+    tags = exiftool_all([files["frame1"]])["frame1"]
+    assert as_list(tags["XMP-digiKam:TagsList"])[0] == "family/holiday"
+    assert str(tags["XMP-iqs:GroupPick"]) == "False"
 
 
 @needs_exiftool
@@ -367,3 +389,32 @@ def test_grouping_off_writes_no_group(tmp_path):
     tags = exiftool_all(list(files.values()))
     assert not any("XMP-iqs:Group" in t for t in tags.values())
     assert as_list(tags["frame1"]["XMP-digiKam:TagsList"]) == ["family/holiday"]
+
+
+def test_a_folder_is_held_only_until_a_gap_no_frame_can_bridge(tmp_path, tiny_model):
+    """Frames are taken in capture-time order (file times here: no EXIF), and the held
+    records are released at each gap longer than max_gap_seconds, so memory is bounded
+    by a burst, not by the folder."""
+    from iqs_daemon.discovery import iter_candidates
+    from iqs_daemon.pipeline import Scorer
+
+    class Recording(Scorer):
+        released: list[list[str]]
+
+        def _write_held(self, held):  # type: ignore[no-untyped-def]
+            self.released.append([item.candidate.path.name for item, _, _ in held])
+            return super()._write_held(held)
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    times = {"a.jpg": 1000.0, "c.jpg": 1000.4, "b.jpg": 1000.2, "d.jpg": 1600.0, "e.jpg": 1600.3}
+    for i, (name, when) in enumerate(times.items()):
+        save(folder / name, np.full((96, 128, 3), 40 + 30 * i, np.uint8))
+        os.utime(folder / name, (when, when))
+    settings = load_settings(Paths(tmp_path / "c", tmp_path / "s", tmp_path / "r"),
+                             overrides={"model_path": str(tiny_model)})
+    with Recording(settings, dry_run=True, group_bursts=True) as scorer:
+        scorer.released = []
+        outcomes = list(scorer.process(iter_candidates([folder])))
+    assert scorer.released == [["a.jpg", "b.jpg", "c.jpg"], ["d.jpg", "e.jpg"]]
+    assert [o.status for o in outcomes] == ["scored"] * 5

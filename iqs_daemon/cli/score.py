@@ -125,8 +125,9 @@ def _print_summary(
         console.print(table)
     if s.bursts:
         frames = sum(s.bursts.values())
-        console.print(f"Bursts: {len(s.bursts)} groups of near-duplicates ({frames} photos); "
-                      "each group's best frame is its pick, the others are weaker duplicates.")
+        groups = f"{len(s.bursts)} group{'s' if len(s.bursts) != 1 else ''}"
+        console.print(f"Bursts: {groups} of near-duplicates ({frames} photos); each group's "
+                      "best frame is its pick, the others are weaker duplicates.")
     scored = s.statuses.get("scored", 0)
     if scored:
         console.print(f"Throughput: {scored / elapsed:.1f} photos/s "
