@@ -418,3 +418,27 @@ def test_a_folder_is_held_only_until_a_gap_no_frame_can_bridge(tmp_path, tiny_mo
         outcomes = list(scorer.process(iter_candidates([folder])))
     assert scorer.released == [["a.jpg", "b.jpg", "c.jpg"], ["d.jpg", "e.jpg"]]
     assert [o.status for o in outcomes] == ["scored"] * 5
+
+
+@needs_exiftool
+def test_raw_frames_get_the_burst_in_their_sidecars(tmp_path):
+    raw = SAMPLES.parent / "raw" / "canon_eos6d_linear.dng"
+    if not raw.is_file():
+        pytest.skip(f"{raw} not available")
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    for name in ("a.dng", "b.dng"):  # the same frame twice: alike, taken at the same time
+        shutil.copyfile(raw, folder / name)
+        (folder / name).chmod(0o644)
+    before = (folder / "a.dng").read_bytes()
+    result = run_cli(tmp_path, "score", "--json", str(folder))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(r["burst"]["pick"] for r in records) == [False, True]
+    assert (folder / "a.dng").read_bytes() == before  # RAW files are never written
+    sidecars = exiftool_all([folder / "a.dng.xmp", folder / "b.dng.xmp"])
+    ids = {t["XMP-iqs:Group"] for t in sidecars.values()}
+    assert len(ids) == 1
+    for t in sidecars.values():
+        assert as_list(t["XMP-digiKam:TagsList"]) == [f"iqs/burst/{t['XMP-iqs:Group']}"]
+        assert as_list(t["XMP-lr:HierarchicalSubject"]) == [f"iqs|burst|{t['XMP-iqs:Group']}"]
