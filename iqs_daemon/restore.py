@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .exposure import ExposureFacts
-from .records import PickLabel, Verdict
+from .records import Burst, PickLabel, Verdict
 
 if TYPE_CHECKING:
     from .xmp_tags import StoredMetadata
@@ -28,6 +28,7 @@ def verdict_json(verdict: Verdict) -> str:
     exposure = data.get("exposure")
     data["exposure"] = exposure.as_dict() if isinstance(exposure, ExposureFacts) else None
     data["reasons"] = list(verdict.reasons)
+    data["burst"] = dataclasses.asdict(verdict.burst) if verdict.burst is not None else None
     return json.dumps(data, separators=(",", ":"))
 
 
@@ -43,6 +44,7 @@ def verdict_from_json(path: Path, text: str | None) -> Verdict | None:
         fields["reasons"] = tuple(data.get("reasons") or ())
         if isinstance(data.get("exposure"), dict):
             fields["exposure"] = ExposureFacts(**data["exposure"])
+        fields["burst"] = Burst(**data["burst"]) if isinstance(data.get("burst"), dict) else None
         return Verdict(path=path, **fields)
     except (ValueError, TypeError, KeyError, StopIteration):
         return None

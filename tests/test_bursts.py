@@ -442,3 +442,48 @@ def test_raw_frames_get_the_burst_in_their_sidecars(tmp_path):
     for t in sidecars.values():
         assert as_list(t["XMP-digiKam:TagsList"]) == [f"iqs/burst/{t['XMP-iqs:Group']}"]
         assert as_list(t["XMP-lr:HierarchicalSubject"]) == [f"iqs|burst|{t['XMP-iqs:Group']}"]
+
+
+def test_a_verdict_with_its_burst_survives_the_state_json():
+    from iqs_daemon.restore import verdict_from_json, verdict_json
+
+    v = replace(verdict("a.jpg", PickLabel.PENDING), reasons=("weaker duplicate of b.jpg",),
+                burst=Burst("20260501-100000-8ecb", 3, False, "b.jpg"))
+    back = verdict_from_json(v.path, verdict_json(v))
+    assert back == v
+    plain = verdict("c.jpg")
+    assert verdict_from_json(plain.path, verdict_json(plain)) == plain
+
+
+@needs_exiftool
+def test_the_daemon_re_decides_a_burst_under_a_new_policy_and_keeps_it(tmp_path, env_paths):
+    """The daemon does not group new frames yet, but a burst that ``score`` grouped keeps
+    its pick and its weaker duplicates when the daemon re-labels it under a new policy,
+    and its state keeps the burst with the verdict."""
+    from daemonkit import all_scored, idle, rows, running, settings_for, wait_for
+
+    from iqs_daemon.model import default_model_path
+    from iqs_daemon.restore import verdict_from_json
+
+    files = make_burst_folder(tmp_path / "photos")
+    first = run_cli(tmp_path, "score", str(tmp_path / "photos"))
+    assert first.returncode == 0, first.stderr
+    settings = settings_for(env_paths, default_model_path(), accept_from=35.0)
+    photos = list(files.values())
+    with running(settings, env_paths, [tmp_path / "photos"]) as daemon:
+        wait_for(lambda: all_scored(daemon, photos) and idle(daemon), timeout=120)
+        assert daemon.counts["redecided"] == 4
+        state = rows(daemon)
+    kept = {p.stem: verdict_from_json(p, state[p].verdict) for p in photos}
+    assert kept["frame0"] is not None
+    assert kept["frame0"].label is PickLabel.ACCEPTED
+    assert kept["frame0"].burst is not None
+    assert kept["frame0"].burst.pick
+    for name in ("frame1", "frame2"):
+        v = kept[name]
+        assert v is not None
+        assert v.label is PickLabel.PENDING
+        assert v.reasons[0] == "weaker duplicate of frame0.jpg"
+    tags = exiftool_all([files["frame1"]])["frame1"]
+    assert as_list(tags["XMP-digiKam:TagsList"])[0] == "family/holiday"
+    assert str(tags["XMP-iqs:GroupPick"]) == "False"
