@@ -79,7 +79,9 @@ def score_files(scorer: Scorer, paths: list[Path]) -> list[dict[str, Any] | None
     return out
 
 
-def collect(biq: Path, photos: Path, test: bool) -> list[dict[str, Any]]:
+def collect(
+    settings: Settings, biq: Path, photos: Path, test: bool
+) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     split = "Test (Images and MOS).csv" if test else "Train (Images and MOS).csv"
     rated = read_biq(biq / split, biq / "Images")
@@ -87,7 +89,7 @@ def collect(biq: Path, photos: Path, test: bool) -> list[dict[str, Any]]:
         _, validation = train_val_indices(len(rated))
         rated = [rated[i] for i in validation]
     sample_photos = [c.path for c in iter_candidates([photos])]
-    with Scorer(Settings(), dry_run=True, rescore=True) as scorer:
+    with Scorer(settings, dry_run=True, rescore=True) as scorer:
         kind = "test" if test else "validation"
         print(f"scoring {len(rated)} BIQ2021 {kind} photos ...", flush=True)
         for (path, mos), rec in zip(
@@ -314,6 +316,7 @@ def main() -> None:
         default=Path(__file__).resolve().parents[2] / "shared" / "samples" / "photos",
     )
     parser.add_argument("--cache", type=Path, default=Path("verdict-policy-scores.json"))
+    parser.add_argument("--model", type=Path, help="an ONNX model (default: the shipped one)")
     parser.add_argument(
         "--plot", type=Path, help="draw the trade-off (needs matplotlib) into this PNG"
     )
@@ -324,13 +327,14 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    settings = Settings(model_path=str(args.model)) if args.model else Settings()
     cache = args.cache.with_suffix(".test.json") if args.report_test else args.cache
     if cache.exists():
         records = json.loads(cache.read_text())
     else:
-        records = collect(args.biq, args.photos, args.report_test)
+        records = collect(settings, args.biq, args.photos, args.report_test)
         cache.write_text(json.dumps(records))
-    with Scorer(Settings(), dry_run=True) as scorer:
+    with Scorer(settings, dry_run=True) as scorer:
         current = scorer.policy
     print(
         f"{len(records)} scored photos; default policy {current.identity}: "
