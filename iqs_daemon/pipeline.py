@@ -168,6 +168,9 @@ class Scorer:
         self.group_bursts = group_bursts
         self.burst_settings = bursts.BurstSettings.from_settings(settings)
         self._capture_times: dict[Path, float] = {}  # of the folder being grouped
+        # The daemon's scorer: every scored photo also gets its burst record (signature,
+        # capture time) for ``daemon_bursts``, while writes go out one by one.
+        self.keeps_frames = False
         self.dry_run = dry_run
         self.rescore = rescore
         self.replace_hand_labels = replace_hand_labels
@@ -264,10 +267,12 @@ class Scorer:
             )
             views = self.model.prepare(decoded.rgb)
             exposure = measure(views[self._whole_view])
-            if self.group_bursts:
+            if self.group_bursts or self.keeps_frames:
+                captured = self._capture_times.get(candidate.path)
+                if captured is None:
+                    captured = bursts.capture_time(candidate.path, candidate.mtime_ns)
                 return Prepared(candidate, views, decoded.fingerprint, decoded.source, exposure,
-                                signature=signature_of(decoded.rgb),
-                                captured_at=self._capture_times.get(candidate.path),
+                                signature=signature_of(decoded.rgb), captured_at=captured,
                                 hand_label=hand_pick)
         except IqsError as exc:
             return Outcome(candidate, "failed", error=exc)

@@ -82,6 +82,23 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         # without being scored again.
         "ALTER TABLE photos ADD COLUMN verdict TEXT",
     ),
+    (
+        "0004_burst_frames",
+        # What grouping needs of a scored photo (bursts.Frame): its capture time, the
+        # model's embedding (float16) and its sharpness signature, so a frame arriving
+        # later, or after a restart, is grouped with the earlier frames of its folder.
+        """
+        CREATE TABLE burst_frames (
+            path BLOB PRIMARY KEY,
+            folder BLOB NOT NULL,
+            captured_at REAL NOT NULL,
+            embedding BLOB NOT NULL,
+            signature BLOB,
+            updated REAL NOT NULL
+        );
+        CREATE INDEX burst_frames_time ON burst_frames (folder, captured_at);
+        """,
+    ),
 )
 
 
@@ -466,6 +483,29 @@ class StateDB:
             cursor = conn.execute("DELETE FROM photos WHERE status = 'gone' AND updated < ?",
                                   (cutoff,))
             return cursor.rowcount
+
+    def put_frame(self, path: Path, captured_at: float, embedding: bytes,
+                  signature: bytes | None, now: float | None = None) -> None:
+        """Keep what grouping needs of a scored photo (``bursts.Frame``)."""
+        with self.transaction() as conn:
+            conn.execute(
+                """INSERT INTO burst_frames VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (path) DO UPDATE SET folder = excluded.folder,
+                       captured_at = excluded.captured_at, embedding = excluded.embedding,
+                       signature = excluded.signature, updated = excluded.updated""",
+                (_key(path), _key(path.parent), captured_at, embedding, signature,
+                 time.time() if now is None else now))
+
+    def frames_between(self, folder: Path, start: float, end: float
+                       ) -> list[tuple[Path, float, bytes, bytes | None]]:
+        """(path, captured_at, embedding, signature) of the folder's frames taken in
+        [start, end], in time order."""
+        rows = self._query(
+            "SELECT path, captured_at, embedding, signature FROM burst_frames "
+            "WHERE folder = ? AND captured_at BETWEEN ? AND ? ORDER BY captured_at",
+            (_key(folder), start, end))
+        return [(Path(os.fsdecode(r["path"])), r["captured_at"], r["embedding"], r["signature"])
+                for r in rows]
 
     def mark_gone(self, path: Path, now: float | None = None) -> None:
         """The file disappeared: keep a scored row (a move may bring it back), drop the rest."""

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import decoding, discovery, sidecars
+from .daemon_bursts import regroup_and_write
 from .errors import (
     FileChanged,
     InputError,
@@ -49,7 +50,11 @@ from .watching import Change, is_photo_name
 from .xmp_tags import StoredMetadata
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from .config import Settings
+    from .pipeline import Prepared
+    from .records import Scores, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +76,32 @@ class DaemonScorer(Scorer):
     though their XMP carries a current verdict (``Scorer.already_scored`` looks at the
     model only, not the fingerprint). A file replaced between its decode and the write is
     left alone by every Scorer (``MetadataWriter.write_verdict``'s ``expected``); the
-    Worker looks at it again."""
+    Worker looks at it again.
+
+    With ``bursts.group_bursts``, each new frame is grouped with the recent frames of its
+    folder kept in the state (``daemon_bursts``); earlier frames whose verdict changes are
+    written again, and come out of ``process`` as ``redecided`` outcomes of their own."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.pixels_changed: set[Path] = set()
+        self.frames: StateDB | None = None  # set by the Worker: where burst frames are kept
+        self.keeps_frames = self.settings.group_bursts
 
     def stored_verdict(self, candidate: Candidate) -> StoredMetadata | None:
         if candidate.path in self.pixels_changed:
             return None
         return super().stored_verdict(candidate)
+
+    def _submit_write(self, item: Prepared, verdict: Verdict, scores: Scores
+                      ) -> list[Future[Outcome]]:
+        if self.frames is None or not self.keeps_frames:
+            return super()._submit_write(item, verdict, scores)
+        try:
+            return regroup_and_write(self, self.frames, item, verdict, scores)
+        except (IqsError, StateError) as exc:  # grouping is a bonus: the verdict still goes out
+            log.warning("%s: not grouped: %s", item.candidate.path, exc)
+            return super()._submit_write(item, verdict, scores)
 
 
 class Worker:
@@ -274,11 +295,14 @@ class Worker:
         """Score and record ``candidates``. An unexpected error (a bug, a file that trips a
         library in a way we do not translate) costs that photo, never the batch."""
         done: set[Path] = set()
+        asked = {c.path for c in candidates}
         self.in_flight = len(candidates)
+        self.scorer.frames = self.db
         try:
             for outcome in self.scorer.process(candidates):
                 self.heartbeat = time.monotonic()
-                self.in_flight -= 1
+                if outcome.candidate.path in asked:  # not an earlier burst frame re-decided
+                    self.in_flight -= 1
                 done.add(outcome.candidate.path)
                 self._record_guarded(outcome)
                 if stopping.is_set():

@@ -487,3 +487,63 @@ def test_the_daemon_re_decides_a_burst_under_a_new_policy_and_keeps_it(tmp_path,
     tags = exiftool_all([files["frame1"]])["frame1"]
     assert as_list(tags["XMP-digiKam:TagsList"])[0] == "family/holiday"
     assert str(tags["XMP-iqs:GroupPick"]) == "False"
+
+
+@needs_exiftool
+def test_the_daemon_groups_frames_as_they_arrive_and_after_a_restart(tmp_path, env_paths):
+    """The best frame comes last: the earlier frames are re-decided as its weaker
+    duplicates; after a restart, a frame imported later joins the same burst."""
+    from daemonkit import all_scored, idle, running, settings_for, wait_for
+
+    from iqs_daemon.model import default_model_path
+
+    made = make_burst_folder(tmp_path / "made")
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    settings = settings_for(env_paths, default_model_path())
+    arrived: list[Path] = []
+
+    def arrive(daemon, name: str, as_name: str | None = None) -> None:  # type: ignore[no-untyped-def]
+        target = watched / f"{as_name or name}.jpg"
+        shutil.copy2(made[name], target)
+        arrived.append(target)
+        wait_for(lambda: all_scored(daemon, arrived) and idle(daemon), timeout=120)
+
+    with running(settings, env_paths, [watched]) as daemon:
+        for name in ("frame2", "frame1", "other", "frame0"):
+            arrive(daemon, name)
+        assert daemon.counts["redecided"] >= 2
+    tags = exiftool_all(arrived)
+    gid = tags["frame0"]["XMP-iqs:Group"]
+    assert str(tags["frame0"]["XMP-iqs:GroupPick"]) == "True"
+    assert str(tags["frame0"]["XMP-digiKam:PickLabel"]) in ("3", "Accepted")
+    for name in ("frame1", "frame2"):
+        t = tags[name]
+        assert (t["XMP-iqs:Group"], str(t["XMP-iqs:GroupSize"]), str(t["XMP-iqs:GroupPick"])) == (
+            gid, "3", "False")
+        assert as_list(t["XMP-iqs:Reasons"])[0] == "weaker duplicate of frame0.jpg"
+        assert f"iqs/burst/{gid}" in as_list(t["XMP-digiKam:TagsList"])
+    assert as_list(tags["frame1"]["XMP-digiKam:TagsList"])[0] == "family/holiday"
+    assert "XMP-iqs:Group" not in tags["other"]
+
+    with running(settings, env_paths, [watched]) as daemon:
+        arrive(daemon, "frame1", "frame3")  # another blurred frame, imported later
+    tags = exiftool_all(arrived)
+    assert tags["frame3"]["XMP-iqs:Group"] == gid
+    assert str(tags["frame3"]["XMP-iqs:GroupPick"]) == "False"
+    frames = ("frame0", "frame1", "frame2", "frame3")
+    assert {str(tags[n]["XMP-iqs:GroupSize"]) for n in frames} == {"4"}
+
+
+def test_the_state_keeps_burst_frames_by_folder_and_time(tmp_path):
+    from iqs_daemon.state import StateDB
+
+    with StateDB(tmp_path / "s.sqlite3") as db:
+        db.put_frame(Path("/p/a.jpg"), 10.0, b"e1", b"s1")
+        db.put_frame(Path("/p/b.jpg"), 12.5, b"e2", None)
+        db.put_frame(Path("/q/c.jpg"), 11.0, b"e3", None)
+        db.put_frame(Path("/p/a.jpg"), 10.5, b"e4", b"s4")  # scored again: replaced
+    with StateDB(tmp_path / "s.sqlite3") as db:  # kept across a restart
+        assert db.frames_between(Path("/p"), 0.0, 100.0) == [
+            (Path("/p/a.jpg"), 10.5, b"e4", b"s4"), (Path("/p/b.jpg"), 12.5, b"e2", None)]
+        assert db.frames_between(Path("/p"), 11.0, 13.0) == [(Path("/p/b.jpg"), 12.5, b"e2", None)]

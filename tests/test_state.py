@@ -50,7 +50,7 @@ def test_wal_mode_and_migrations_recorded_once(tmp_path):
         (mode,) = db._query("PRAGMA journal_mode")[0]
         names = [r[0] for r in db._query("SELECT name FROM migrations")]
     assert mode == "wal"
-    assert names == ["0001_photos", "0002_policy", "0003_verdict"]
+    assert names == ["0001_photos", "0002_policy", "0003_verdict", "0004_burst_frames"]
 
 
 def test_new_migration_backs_up_first(tmp_path, monkeypatch):
