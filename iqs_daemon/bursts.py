@@ -172,7 +172,8 @@ def rank(frames: Sequence[Frame], members: Sequence[int]) -> list[int]:
     """``members`` best first: the sharpest, where frames are near-tied the one exposed
     closest to the group's median, then the higher score."""
     sharp = sharpness_scores(frames, members)
-    medians = [frames[m].exposure.median for m in members if frames[m].exposure is not None]
+    facts = [frames[m].exposure for m in members]
+    medians = [f.median for f in facts if f is not None]
     centre = median(medians) if medians else 0.0
 
     def distance(m: int) -> float:

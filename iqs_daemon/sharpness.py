@@ -130,7 +130,7 @@ def _aligned(s: Signature, dx: float, dy: float) -> tuple[np.ndarray, np.ndarray
     interpolation (box sums of a shifted window are close to the interpolated sums), and
     the cells where both are valid."""
     rows, cols = s.level.shape
-    m = np.float32([[1, 0, -dx], [0, 1, -dy]])
+    m = np.array([[1, 0, -dx], [0, 1, -dy]], np.float32)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
 
     def warp(x: np.ndarray) -> np.ndarray:

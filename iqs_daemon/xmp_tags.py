@@ -135,7 +135,9 @@ def _float(value: Any) -> float | None:
 
 def _pick(value: Any) -> PickLabel | None:
     number = _int(value)
-    return PickLabel(number) if number in PickLabel._value2member_map_ else None
+    if number is None or number not in PickLabel._value2member_map_:
+        return None
+    return PickLabel(number)
 
 
 def _reasons(value: Any) -> tuple[str, ...]:

@@ -500,7 +500,8 @@ def test_the_users_labels_are_kept_unless_replace_hand_labels(models, env, tmp_p
 
     text = cli("score", *model_set(models["test-1"]), str(folder), env=env)
     assert text.returncode == 0, text.stderr
-    assert "Kept 2 labels or ratings set by hand (use --replace-hand-labels to replace)." in text.stdout
+    kept = "Kept 2 labels or ratings set by hand (use --replace-hand-labels to replace)."
+    assert kept in text.stdout
     for path in (jpg, sidecar):
         tags = exiftool_many([path])[path]
         assert (tags["XMP-digiKam:PickLabel"], tags["XMP-xmp:Rating"]) == (3, 5)

@@ -34,7 +34,8 @@ def score_command(
     force: bool = typer.Option(
         False, "--force", hidden=True, help="Old spelling of --rescore --replace-hand-labels."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
-    jobs: int | None = typer.Option(None, "--jobs", "-j", help="Decode workers (default: CPU cores)."),
+    jobs: int | None = typer.Option(
+        None, "--jobs", "-j", help="Decode workers (default: CPU cores)."),
     config: Path | None = CONFIG_OPTION,
     sets: list[str] | None = SET_OPTION,
 ) -> None:
@@ -144,7 +145,8 @@ def _print_summary(
         if len(s.read_only) > 10:
             console.print(f"  and {len(s.read_only) - 10} more")
         if s.kept_user_labels:
-            console.print(f"Kept {s.kept_user_labels} labels or ratings set by hand (use --replace-hand-labels to replace).")
+            console.print(f"Kept {s.kept_user_labels} labels or ratings set by hand "
+                          "(use --replace-hand-labels to replace).")
         if len(s.folders) <= 3:
             for folder in sorted(s.folders):
                 console.print(f"  in {folder}")
