@@ -168,6 +168,7 @@ class Scorer:
         self.group_bursts = group_bursts
         self.burst_settings = bursts.BurstSettings.from_settings(settings)
         self._capture_times: dict[Path, float] = {}  # of the folder being grouped
+        self._alone: set[Path] = set()  # ... and its photos no other was taken near
         # The daemon's scorer: every scored photo also gets its burst record (signature,
         # capture time) for ``daemon_bursts``, while writes go out one by one.
         self.keeps_frames = False
@@ -271,9 +272,11 @@ class Scorer:
                 captured = self._capture_times.get(candidate.path)
                 if captured is None:
                     captured = bursts.capture_time(candidate.path, candidate.mtime_ns)
+                # A photo no other was taken near cannot be in a burst: no signature.
+                alone = candidate.path in self._alone
                 return Prepared(candidate, views, decoded.fingerprint, decoded.source, exposure,
-                                signature=signature_of(decoded.rgb), captured_at=captured,
-                                hand_label=hand_pick)
+                                signature=None if alone else signature_of(decoded.rgb),
+                                captured_at=captured, hand_label=hand_pick)
         except IqsError as exc:
             return Outcome(candidate, "failed", error=exc)
         except Exception as exc:  # a library bug tripped by one file must not end the run
@@ -384,6 +387,7 @@ class Scorer:
             times = {c.path: bursts.capture_time(c.path, c.mtime_ns) for c in members}
             members.sort(key=lambda c: (times[c.path], c.path.name))
             self._capture_times = times
+            self._alone = alone_in_time([times[c.path] for c in members], members, gap)
             held: list[tuple[Prepared, Verdict, bursts.Frame]] = []
 
             def hold(item: Prepared, verdict: Verdict, scores: Scores,
@@ -400,7 +404,7 @@ class Scorer:
             yield from self._stream(members, hold)
             for future in self._write_held(held):
                 yield future.result()
-        self._capture_times = {}
+        self._capture_times, self._alone = {}, set()
 
     def _write_held(self, held: list[tuple[Prepared, Verdict, bursts.Frame]]
                     ) -> list[Future[Outcome]]:
@@ -437,6 +441,17 @@ def frame_of(item: Prepared, scores: Scores) -> bursts.Frame:
         embedding=embedding, signature=item.signature, exposure=item.exposure,
         score=scores.score, hand_label=item.hand_label,
     )
+
+
+def alone_in_time(times: list[float], members: list[Candidate], gap: float) -> set[Path]:
+    """The photos (``times`` sorted, as ``members``) with no other taken within ``gap``."""
+    alone = set()
+    for i, candidate in enumerate(members):
+        before = i > 0 and times[i] - times[i - 1] <= gap
+        after = i + 1 < len(times) and times[i + 1] - times[i] <= gap
+        if not (before or after):
+            alone.add(candidate.path)
+    return alone
 
 
 def stored_burst(stored: StoredMetadata) -> Burst | None:

@@ -400,24 +400,29 @@ def test_a_folder_is_held_only_until_a_gap_no_frame_can_bridge(tmp_path, tiny_mo
 
     class Recording(Scorer):
         released: list[list[str]]
+        signed: set[str]
 
         def _write_held(self, held):  # type: ignore[no-untyped-def]
             self.released.append([item.candidate.path.name for item, _, _ in held])
+            self.signed |= {f.path.name for _, _, f in held if f.signature is not None}
             return super()._write_held(held)
 
     folder = tmp_path / "photos"
     folder.mkdir()
-    times = {"a.jpg": 1000.0, "c.jpg": 1000.4, "b.jpg": 1000.2, "d.jpg": 1600.0, "e.jpg": 1600.3}
+    times = {"a.jpg": 1000.0, "c.jpg": 1000.4, "b.jpg": 1000.2, "d.jpg": 1600.0, "e.jpg": 1600.3,
+             "f.jpg": 2400.0}
     for i, (name, when) in enumerate(times.items()):
         save(folder / name, np.full((96, 128, 3), 40 + 30 * i, np.uint8))
         os.utime(folder / name, (when, when))
     settings = load_settings(Paths(tmp_path / "c", tmp_path / "s", tmp_path / "r"),
                              overrides={"model_path": str(tiny_model)})
     with Recording(settings, dry_run=True, group_bursts=True) as scorer:
-        scorer.released = []
+        scorer.released, scorer.signed = [], set()
         outcomes = list(scorer.process(iter_candidates([folder])))
-    assert scorer.released == [["a.jpg", "b.jpg", "c.jpg"], ["d.jpg", "e.jpg"]]
-    assert [o.status for o in outcomes] == ["scored"] * 5
+    assert scorer.released == [["a.jpg", "b.jpg", "c.jpg"], ["d.jpg", "e.jpg"], ["f.jpg"]]
+    assert [o.status for o in outcomes] == ["scored"] * 6
+    # f.jpg was taken alone: it cannot be in a burst, and costs no sharpness signature.
+    assert scorer.signed == {"a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"}
 
 
 @needs_exiftool
