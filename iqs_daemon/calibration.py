@@ -63,8 +63,10 @@ class Calibration:
     after: Agreement  # the fitted cut-offs on the held-out part (fitted without it)
 
 
-def hand_label(stored: StoredMetadata) -> PickLabel | None:
-    """The label the user set, or None when there is none (or it is ours)."""
+def taught_label(stored: StoredMetadata) -> PickLabel | None:
+    """What the user's own pick label or rating says this photo is, or None when they set
+    neither (or what is there is ours). Unlike ``metadata.hand_label``, which names a kept
+    hand label for display, a rating alone counts here: 4-5 stars teach Accepted."""
     pick = stored.pick_label
     if pick is not None and pick is not PickLabel.NONE and pick.value != stored.written_pick_label:
         return pick

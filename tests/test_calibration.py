@@ -12,9 +12,9 @@ from iqs_daemon.calibration import (
     calibrate,
     calibration_toml,
     fit_cut_offs,
-    hand_label,
     labels_under,
     split_halves,
+    taught_label,
 )
 from iqs_daemon.config import Paths, load_settings
 from iqs_daemon.errors import ConfigError
@@ -56,7 +56,7 @@ POLICY = Policy(
     ],
 )
 def test_which_labels_are_the_users(stored, expected):
-    assert hand_label(stored) is expected
+    assert taught_label(stored) is expected
 
 
 def item(score: float, truth: PickLabel, clear: bool = False, name: str = "") -> LabelledScore:

@@ -17,8 +17,8 @@ from ..calibration import (
     LabelledScore,
     calibrate,
     calibration_toml,
-    hand_label,
     labelled_score,
+    taught_label,
 )
 from ..config import Paths
 from ..discovery import iter_candidates
@@ -102,7 +102,7 @@ def _read_hand_labels(
             stored = scorer.metadata.read_stored(candidate.path, scorer.settings)
         except IqsError:
             continue
-        truth = hand_label(stored)
+        truth = taught_label(stored)
         if truth is None:
             continue
         current = (stored.model_name, stored.model_version) == (info.name, info.version)
