@@ -73,7 +73,10 @@ class ModelInfo:
 
 
 def default_model_path() -> Path:
-    return Path(str(resources.files("iqs_daemon.models") / DEFAULT_MODEL_NAME))
+    try:
+        return Path(str(resources.files("iqs_daemon.models") / DEFAULT_MODEL_NAME))
+    except ModuleNotFoundError:  # run from a source checkout: models/ is beside the package
+        return Path(__file__).resolve().parents[1] / "models" / DEFAULT_MODEL_NAME
 
 
 def expected_sha256(path: Path) -> str | None:
