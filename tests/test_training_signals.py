@@ -6,6 +6,7 @@ photo. torch is the training extra: without it (as in CI) these are skipped.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +58,18 @@ def test_noise_raises_and_blur_lowers_the_gradient(photo):
     clean = signals_of(photo, "detail")[GRADIENT]
     assert signals_of(distort(photo, "noise", 16), "detail")[GRADIENT] > clean
     assert signals_of(distort(photo, "blur", 3), "detail")[GRADIENT] < clean
+
+
+@pytest.mark.parametrize(("family", "levels"), [("motion", (3, 10, 28)), ("defocus", (1, 3, 8))])
+def test_training_only_blurs_keep_brightness_and_lower_the_gradient(photo, family, levels):
+    """Motion blur and disk defocus (training/cache_maps.py) are extra training damage:
+    normalised kernels (no brightness change), each level softer than the one before."""
+    from training.cache_maps import distort as training_distort
+
+    gradients = [signals_of(photo, "detail")[GRADIENT]]
+    for level in levels:
+        damaged = training_distort(photo, family, level, seed=1)
+        assert damaged.shape == photo.shape and damaged.dtype == np.uint8
+        assert abs(float(damaged.mean()) - float(photo.mean())) < 1.0
+        gradients.append(signals_of(damaged, "detail")[GRADIENT])
+    assert all(a > b for a, b in itertools.pairwise(gradients)), gradients
