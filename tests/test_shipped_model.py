@@ -53,7 +53,8 @@ def test_metadata_describes_inputs_outputs_and_thresholds(model: QualityModel):
     assert {s.name: (s.size, s.view) for s in info.inputs} == {
         "image": (512, "whole"), "detail": (256, "detail")}
     assert info.min_short_side >= 512
-    assert set(info.diagnostics) == {"blur", "noise", "compression", "underexposure", "overexposure"}
+    assert set(info.diagnostics) == {"blur", "noise", "compression", "underexposure",
+                                     "overexposure"}
     assert {"score", "embedding", *info.diagnostics} <= set(info.outputs)
     t = info.thresholds
     assert 0 < t["reject_below"] < t["accept_from"] < 100
@@ -99,7 +100,8 @@ def test_onnx_matches_torch_within_1e_4(tmp_path: Path):
     """The float32 export equals torch within 1e-4; the shipped file (heads quantised to
     int8) stays within a fraction of a score point of it."""
     torch = pytest.importorskip("torch", reason="torch is the training extra (not in CI)")
-    pytest.importorskip("efficientnet_lite_pytorch", reason="the backbone wheels are the training extra")
+    pytest.importorskip("efficientnet_lite_pytorch",
+                        reason="the backbone wheels are the training extra")
     if not HEAD.is_file():
         pytest.skip(f"{HEAD} not found: run `python -m training --biq PATH` to train the heads")
     sys.path.insert(0, str(REPO))  # training/ lives beside the package, not in it
@@ -118,7 +120,7 @@ def test_onnx_matches_torch_within_1e_4(tmp_path: Path):
 
     batch = [{"image": image, "detail": detail} for image, detail in samples]
     reference = QualityModel(fp32, device="cpu").run(batch)
-    for ours, exact in zip(shipped.run(batch), reference):
+    for ours, exact in zip(shipped.run(batch), reference, strict=True):
         assert ours.score == pytest.approx(exact.score, abs=0.5)
         for name, value in exact.diagnostics.items():
             assert ours.diagnostics[name] == pytest.approx(value, abs=0.01)

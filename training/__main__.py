@@ -20,21 +20,30 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import export, extract, train
+from . import extract, train
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--biq", type=Path, required=True, help="local copy of the BIQ2021 repository")
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--biq", type=Path, required=True, help="local copy of the BIQ2021 repository"
+    )
     parser.add_argument("--distorted", type=int, default=600, help="training photos to distort")
     parser.add_argument("--heads", type=int, default=train.TrainConfig.heads)
     parser.add_argument("--version", default="1.1")
     parser.add_argument("--out", type=Path, default=REPO / "models" / "iqs-quality.onnx")
-    parser.add_argument("--samples", type=Path, default=REPO.parent / "shared" / "samples" / "photos",
-                        help="photos for the distortion protocol (never used in training)")
+    parser.add_argument(
+        "--samples",
+        type=Path,
+        default=REPO.parent / "shared" / "samples" / "photos",
+        help="photos for the distortion protocol (never used in training)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -42,15 +51,48 @@ def main() -> None:
     extract.extract_mirrored(args.biq, "lite0")
     distorted = extract.extract_distorted(args.biq, "lite0", args.distorted)
     head = train.RUNS / "head.pt"
-    run([sys.executable, "-m", "training.train", "--distorted", str(distorted),
-         "--heads", str(args.heads), "--out", str(head)])
+    run(
+        [
+            sys.executable,
+            "-m",
+            "training.train",
+            "--distorted",
+            str(distorted),
+            "--heads",
+            str(args.heads),
+            "--out",
+            str(head),
+        ]
+    )
     test_photos = sorted((args.biq / "Images").glob("ss0*"))[:3]
-    run([sys.executable, "-m", "training.export", "--head", str(head), "--out", str(args.out),
-         "--version", args.version, "--int8", "--samples", *map(str, test_photos)])
+    run(
+        [
+            sys.executable,
+            "-m",
+            "training.export",
+            "--head",
+            str(head),
+            "--out",
+            str(args.out),
+            "--version",
+            args.version,
+            "--int8",
+            "--samples",
+            *map(str, test_photos),
+        ]
+    )
     model = ["--set", f"model.model_path={args.out}"]
     product = [sys.executable, "-m", "iqs_daemon"]  # the venv's, activated or not
-    run([*product, "eval", str(args.biq / "Images"), "--labels",
-         str(args.biq / "Test (Images and MOS).csv"), *model])
+    run(
+        [
+            *product,
+            "eval",
+            str(args.biq / "Images"),
+            "--labels",
+            str(args.biq / "Test (Images and MOS).csv"),
+            *model,
+        ]
+    )
     run([*product, "eval", "--distortions", str(args.samples), *model])
 
 

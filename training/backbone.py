@@ -101,7 +101,16 @@ def export_backbone_onnx(backbone: MLSPBackbone, path: str) -> None:
     """Feature extractor as ONNX, for fast CPU feature extraction with ONNX Runtime."""
     dummy = torch.zeros(1, 256, 256, 3, dtype=torch.uint8)
     torch.onnx.export(
-        backbone, (dummy,), path, input_names=["pixels"], output_names=["features", "embedding"],
-        dynamic_axes={"pixels": {0: "n", 1: "h", 2: "w"}, "features": {0: "n"}, "embedding": {0: "n"}},
-        opset_version=17, dynamo=False,
+        backbone,
+        (dummy,),
+        path,
+        input_names=["pixels"],
+        output_names=["features", "embedding"],
+        dynamic_axes={
+            "pixels": {0: "n", 1: "h", 2: "w"},
+            "features": {0: "n"},
+            "embedding": {0: "n"},
+        },
+        opset_version=17,
+        dynamo=False,
     )

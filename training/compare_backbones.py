@@ -28,10 +28,19 @@ def main() -> None:
             x = np.concatenate([d[v].astype(np.float32) for v in views], axis=1)
             y = d["mos"]
             best = max(
-                ((srocc(p := ridge_fit_predict(x[tr], y[tr], x[va], a), y[va]), plcc(p, y[va]), a)
-                 for a in (1e3, 3e3, 1e4, 3e4, 1e5)),
+                (
+                    (
+                        srocc(p := ridge_fit_predict(x[tr], y[tr], x[va], a), y[va]),
+                        plcc(p, y[va]),
+                        a,
+                    )
+                    for a in (1e3, 3e3, 1e4, 3e4, 1e5)
+                ),
             )
-            print(f"{name} {'+'.join(views):13s} val SROCC {best[0]:.4f} PLCC {best[1]:.4f} (alpha {best[2]})")
+            print(
+                f"{name} {'+'.join(views):13s} val SROCC {best[0]:.4f} "
+                f"PLCC {best[1]:.4f} (alpha {best[2]})"
+            )
 
 
 if __name__ == "__main__":

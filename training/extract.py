@@ -11,8 +11,8 @@ import numpy as np
 
 from .backbone import MLSPBackbone, export_backbone_onnx, load_efficientnet_lite
 from .data import load_split
-from .split import train_val_indices
 from .features import distortion_plan, extract, planned_samples, rated_samples, session
+from .split import train_val_indices
 
 CACHE = Path(__file__).parent / "cache"
 

@@ -67,12 +67,14 @@ def session(onnx_path: Path, threads: int = 2) -> ort.InferenceSession:
     return ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
 
 
-def extract(sess: ort.InferenceSession, samples: Iterator[Sample], total: int, batch: int = 16
-            ) -> dict[str, np.ndarray]:
+def extract(
+    sess: ort.InferenceSession, samples: Iterator[Sample], total: int, batch: int = 16
+) -> dict[str, np.ndarray]:
     """Run views through the backbone; returns image/detail features, their measured
     signals (``*_signals``, training/signals.py) and the whole view's embeddings."""
-    out: dict[str, list[np.ndarray]] = {key: [] for key in
-                                        ("image", "detail", "image_signals", "detail_signals", "embedding")}
+    out: dict[str, list[np.ndarray]] = {
+        key: [] for key in ("image", "detail", "image_signals", "detail_signals", "embedding")
+    }
     signals = PixelSignals().eval()
     pending: list[Sample] = []
     done, started = 0, time.perf_counter()
@@ -91,7 +93,9 @@ def extract(sess: ort.InferenceSession, samples: Iterator[Sample], total: int, b
         pending.clear()
         if done % (batch * 20) == 0 or done == total:
             rate = done / (time.perf_counter() - started)
-            log.info("features: %d/%d (%.1f/s, %.0f s left)", done, total, rate, (total - done) / rate)
+            log.info(
+                "features: %d/%d (%.1f/s, %.0f s left)", done, total, rate, (total - done) / rate
+            )
 
     for sample in samples:
         pending.append(sample)
@@ -128,14 +132,22 @@ def distortion_plan(items: list[Rated], seed: int) -> list[dict]:
     the damage is seen mostly by the detail view and hardly by the shrunken whole view."""
     rng = np.random.default_rng(seed)
     plan = []
-    for idx, item in enumerate(items):
+    for idx in range(len(items)):
         scale = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.25, 0.2, 0.25]))
         group = len(plan)
         plan.append(dict(item=idx, scale=scale, family="none", band=-1, level=0.0, group=group))
         for family in FAMILIES:
             for band, (lo, hi) in enumerate(BANDS[family]):
-                plan.append(dict(item=idx, scale=scale, family=family, band=band,
-                                 level=float(rng.uniform(lo, hi)), group=group))
+                plan.append(
+                    dict(
+                        item=idx,
+                        scale=scale,
+                        family=family,
+                        band=band,
+                        level=float(rng.uniform(lo, hi)),
+                        group=group,
+                    )
+                )
     return plan
 
 
@@ -147,6 +159,9 @@ def planned_samples(items: list[Rated], plan: list[dict]) -> Iterator[Sample]:
             base = read_rgb(items[cached_idx].path)
             if entry["scale"] > 1:
                 base = upscale(base, entry["scale"])
-        rgb = base if entry["family"] == "none" else distortions.distort(
-            base, entry["family"], entry["level"], seed=n)
+        rgb = (
+            base
+            if entry["family"] == "none"
+            else distortions.distort(base, entry["family"], entry["level"], seed=n)
+        )
         yield views_of(rgb)

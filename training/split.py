@@ -10,5 +10,5 @@ SEED = 2021
 
 def train_val_indices(n: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(SEED).permutation(n)
-    n_val = int(round(n * VALIDATION_SHARE))
+    n_val = round(n * VALIDATION_SHARE)
     return np.sort(order[n_val:]), np.sort(order[:n_val])

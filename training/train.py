@@ -74,11 +74,14 @@ class Distorted:
     targets: np.ndarray  # (n_rows, 5) diagnostic severities
 
 
-def features(d: np.lib.npyio.NpzFile, rows: np.ndarray | slice = slice(None), signals: bool = True
-             ) -> np.ndarray:
+def features(
+    d: np.lib.npyio.NpzFile, rows: np.ndarray | slice = slice(None), signals: bool = True
+) -> np.ndarray:
     """Per photo: whole view's backbone features and signals, then the detail view's (the
     order export.QualityModel concatenates them in)."""
-    parts = ("image", "image_signals", "detail", "detail_signals") if signals else ("image", "detail")
+    parts = (
+        ("image", "image_signals", "detail", "detail_signals") if signals else ("image", "detail")
+    )
     return np.concatenate([d[key][rows].astype(np.float32) for key in parts], axis=1)
 
 
@@ -88,8 +91,10 @@ def load_rated(name: str, signals: bool = True, mirrored: bool = True) -> tuple[
     d = np.load(CACHE / f"rated-{name}.npz")
     train = np.flatnonzero(d["split"] == 0)
     fit, val = train_val_indices(len(train))
-    fit_set, val_set = (Rated(features(d, train[i], signals), d["mos"][train[i]].astype(np.float32))
-                        for i in (fit, val))
+    fit_set, val_set = (
+        Rated(features(d, train[i], signals), d["mos"][train[i]].astype(np.float32))
+        for i in (fit, val)
+    )
     mirror_path = CACHE / f"mirrored-{name}.npz"
     if mirrored and mirror_path.exists():
         m = np.load(mirror_path)  # rows follow the official train list, as ``train`` does
@@ -107,19 +112,24 @@ def load_distorted(path: Path, signals: bool = True) -> Distorted:
     for row, entry in enumerate(plan):
         groups.setdefault(entry["group"], []).append(row)
         if entry["family"] != "none":
-            targets[row, DIAGNOSTIC_OF_FAMILY[entry["family"]]] = severity(entry["family"], entry["level"])
+            targets[row, DIAGNOSTIC_OF_FAMILY[entry["family"]]] = severity(
+                entry["family"], entry["level"]
+            )
     sets = np.array([rows for rows in groups.values()], np.int64)
     return Distorted(x, sets, targets)
 
 
-def direction_losses(score: torch.Tensor, diag: torch.Tensor, n_sets: int, cfg: TrainConfig,
-                     reject_below: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def direction_losses(
+    score: torch.Tensor, diag: torch.Tensor, n_sets: int, cfg: TrainConfig, reject_below: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """score, diag: rows of ``n_sets`` distortion sets, each clean then 5 families x 3 bands."""
     s = score.view(n_sets, 1 + 3 * len(FAMILIES))
     clean, bands = s[:, :1], s[:, 1:].reshape(n_sets, len(FAMILIES), 3)
     chain = torch.cat([clean.unsqueeze(1).expand(-1, len(FAMILIES), 1), bands], dim=2)
     family_weights = torch.tensor(cfg.family_rank_weights).view(1, -1, 1)
-    rank = (torch.relu(cfg.rank_margin - (chain[:, :, :-1] - chain[:, :, 1:])) * family_weights).mean()
+    rank = (
+        torch.relu(cfg.rank_margin - (chain[:, :, :-1] - chain[:, :, 1:])) * family_weights
+    ).mean()
     reject = torch.relu(bands[:, :, 2] - (reject_below - cfg.reject_margin)).mean()
     # ... but not below zero: the exported score is clipped to 0..100, and two copies
     # clipped to 0 would tie instead of keeping their order.
@@ -129,7 +139,7 @@ def direction_losses(score: torch.Tensor, diag: torch.Tensor, n_sets: int, cfg: 
     rises = []
     for f, family in enumerate(FAMILIES):
         k = DIAGNOSTIC_OF_FAMILY[family]
-        series = torch.cat([g[:, :1, k], g[:, 1 + 3 * f: 4 + 3 * f, k]], dim=1)
+        series = torch.cat([g[:, :1, k], g[:, 1 + 3 * f : 4 + 3 * f, k]], dim=1)
         rises.append(torch.relu(0.02 - (series[:, 1:] - series[:, :-1])))
     return rank, reject, torch.cat(rises, dim=1).mean()
 
@@ -139,14 +149,23 @@ def correlation_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - (p * t).sum() / (p.norm() * t.norm() + 1e-8)
 
 
-def train_head(seed: int, fit: Rated, dist: Distorted, mean: torch.Tensor, std: torch.Tensor,
-               cfg: TrainConfig, reject_below: float) -> QualityHead:
+def train_head(
+    seed: int,
+    fit: Rated,
+    dist: Distorted,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    cfg: TrainConfig,
+    reject_below: float,
+) -> QualityHead:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     head = QualityHead(mean, std, hidden=cfg.hidden)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(fit.mos) // cfg.batch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch
+    )
     x_fit, y_fit = torch.from_numpy(fit.x), torch.from_numpy(fit.mos)
     x_mirror = None if fit.mirrored is None else torch.from_numpy(fit.mirrored)
     x_dist, t_dist = torch.from_numpy(dist.x), torch.from_numpy(dist.targets)
@@ -155,7 +174,7 @@ def train_head(seed: int, fit: Rated, dist: Distorted, mean: torch.Tensor, std: 
         order = rng.permutation(len(y_fit))
         head.train()
         for step in range(steps_per_epoch):
-            idx = torch.from_numpy(order[step * cfg.batch:(step + 1) * cfg.batch])
+            idx = torch.from_numpy(order[step * cfg.batch : (step + 1) * cfg.batch])
             sets = dist.sets[rng.choice(len(dist.sets), cfg.sets_per_step, replace=False)]
             rows = torch.from_numpy(sets.reshape(-1))
             x = x_fit[idx]
@@ -163,27 +182,39 @@ def train_head(seed: int, fit: Rated, dist: Distorted, mean: torch.Tensor, std: 
                 flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
                 x = torch.where(flip[:, None], x_mirror[idx], x)
             score, diag = head(torch.cat([x, x_dist[rows]]))
-            s_r, s_d, d_d = score[: len(idx)], score[len(idx):], diag[len(idx):]
+            s_r, s_d, d_d = score[: len(idx)], score[len(idx) :], diag[len(idx) :]
             mos_loss = nn.functional.mse_loss(s_r, y_fit[idx]) / 0.0373  # MOS variance
             corr = correlation_loss(s_r, y_fit[idx])
             rank, reject, rise = direction_losses(s_d, d_d, len(sets), cfg, reject_below)
             diag_loss = bce(d_d, t_dist[rows])
-            loss = (mos_loss + cfg.correlation_weight * corr + cfg.rank_weight * rank / cfg.rank_margin
-                    + cfg.reject_weight * reject / cfg.reject_margin
-                    + cfg.diagnostic_weight * (diag_loss + rise / 0.02))
+            loss = (
+                mos_loss
+                + cfg.correlation_weight * corr
+                + cfg.rank_weight * rank / cfg.rank_margin
+                + cfg.reject_weight * reject / cfg.reject_margin
+                + cfg.diagnostic_weight * (diag_loss + rise / 0.02)
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
         if epoch % 10 == 9 or epoch == cfg.epochs - 1:
-            log.info("head %d epoch %d: mos %.3f rank %.3f reject %.3f diag %.3f rise %.3f", seed,
-                     epoch + 1, mos_loss.item(), rank.item(), reject.item(), diag_loss.item(), rise.item())
+            log.info(
+                "head %d epoch %d: mos %.3f rank %.3f reject %.3f diag %.3f rise %.3f",
+                seed,
+                epoch + 1,
+                mos_loss.item(),
+                rank.item(),
+                reject.item(),
+                diag_loss.item(),
+                rise.item(),
+            )
     return head.eval()
 
 
 @torch.no_grad()
 def predict(model: nn.Module, x: np.ndarray, batch: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    outs = [model(torch.from_numpy(x[i:i + batch])) for i in range(0, len(x), batch)]
+    outs = [model(torch.from_numpy(x[i : i + batch])) for i in range(0, len(x), batch)]
     return (torch.cat([o[0] for o in outs]).numpy(), torch.cat([o[1] for o in outs]).numpy())
 
 
@@ -193,10 +224,10 @@ def direction_report(model: nn.Module, dist: Distorted, reject_below: float) -> 
     s = score[dist.sets]
     report = {}
     for f, family in enumerate(FAMILIES):
-        chain = np.concatenate([s[:, :1], s[:, 1 + 3 * f: 4 + 3 * f]], axis=1)
+        chain = np.concatenate([s[:, :1], s[:, 1 + 3 * f : 4 + 3 * f]], axis=1)
         k = DIAGNOSTIC_OF_FAMILY[family]
         g = diag[dist.sets][:, :, k]
-        dchain = np.concatenate([g[:, :1], g[:, 1 + 3 * f: 4 + 3 * f]], axis=1)
+        dchain = np.concatenate([g[:, :1], g[:, 1 + 3 * f : 4 + 3 * f]], axis=1)
         report[family] = {
             "score_fell": float((np.diff(chain, axis=1) < 0).mean()),
             "strongest_rejected": float((chain[:, -1] < reject_below).mean()),
@@ -214,8 +245,9 @@ def macro_f1(truth: np.ndarray, pred: np.ndarray, classes: int = 3) -> float:
     return float(np.mean(f1))
 
 
-def fit_thresholds(score: np.ndarray, mos: np.ndarray, tertiles: np.ndarray,
-                   clean_diagnostics: np.ndarray) -> dict:
+def fit_thresholds(
+    score: np.ndarray, mos: np.ndarray, tertiles: np.ndarray, clean_diagnostics: np.ndarray
+) -> dict:
     """Verdict thresholds on the 0..100 score, chosen on training-split photos.
 
     Rejected / Pending / Accepted should match the MOS tertiles (best macro-F1); stars
@@ -224,30 +256,57 @@ def fit_thresholds(score: np.ndarray, mos: np.ndarray, tertiles: np.ndarray,
     """
     truth = np.digitize(mos, tertiles)
     grid = np.quantile(score, np.linspace(0.1, 0.9, 81))
-    best = max((macro_f1(truth, np.digitize(score, [r, a])), r, a)
-               for i, r in enumerate(grid) for a in grid[i + 1:])
+    best = max(
+        (macro_f1(truth, np.digitize(score, [r, a])), r, a)
+        for i, r in enumerate(grid)
+        for a in grid[i + 1 :]
+    )
     _, reject_below, accept_from = best
     top = np.quantile(score, [0.8, 0.95])
-    stars = [reject_below, (reject_below + accept_from) / 2, accept_from, max(top[0], accept_from + 1),
-             max(top[1], accept_from + 2)]
+    stars = [
+        reject_below,
+        (reject_below + accept_from) / 2,
+        accept_from,
+        max(top[0], accept_from + 1),
+        max(top[1], accept_from + 2),
+    ]
     reason = float(np.clip(np.quantile(clean_diagnostics, 0.95), 0.2, 0.6))
-    return {"reject_below": round(float(reject_below), 1), "accept_from": round(float(accept_from), 1),
-            "stars": [round(float(v), 1) for v in stars], "reason_threshold": round(reason, 2)}
+    return {
+        "reject_below": round(float(reject_below), 1),
+        "accept_from": round(float(accept_from), 1),
+        "stars": [round(float(v), 1) for v in stars],
+        "reason_threshold": round(reason, 2),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backbone", default="lite0")
     parser.add_argument("--distorted", type=Path, required=True, help="distorted-*.npz cache")
     parser.add_argument("--heads", type=int, default=TrainConfig.heads)
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--hidden", type=int, default=TrainConfig.hidden)
-    parser.add_argument("--direction-weight", type=float, default=TrainConfig.rank_weight,
-                        help="weight of the ranking, reject and diagnostic terms")
-    parser.add_argument("--no-signals", action="store_true", help="backbone features only (ablation)")
-    parser.add_argument("--no-mirrored", action="store_true", help="ignore the mirrored photos (ablation)")
-    parser.add_argument("--family-weight", action="append", default=[], metavar="FAMILY=W",
-                        help="extra ranking weight for one family, e.g. overexposure=3")
+    parser.add_argument(
+        "--direction-weight",
+        type=float,
+        default=TrainConfig.rank_weight,
+        help="weight of the ranking, reject and diagnostic terms",
+    )
+    parser.add_argument(
+        "--no-signals", action="store_true", help="backbone features only (ablation)"
+    )
+    parser.add_argument(
+        "--no-mirrored", action="store_true", help="ignore the mirrored photos (ablation)"
+    )
+    parser.add_argument(
+        "--family-weight",
+        action="append",
+        default=[],
+        metavar="FAMILY=W",
+        help="extra ranking weight for one family, e.g. overexposure=3",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RUNS / "head.pt")
     args = parser.parse_args()
@@ -258,9 +317,16 @@ def main() -> None:
     for item in args.family_weight:
         family, weight = item.split("=")
         family_weights[family] = float(weight)
-    cfg = TrainConfig(heads=args.heads, epochs=args.epochs, hidden=args.hidden, rank_weight=w,
-                      reject_weight=w, diagnostic_weight=w, signals=not args.no_signals,
-                      family_rank_weights=tuple(family_weights[f] for f in FAMILIES))
+    cfg = TrainConfig(
+        heads=args.heads,
+        epochs=args.epochs,
+        hidden=args.hidden,
+        rank_weight=w,
+        reject_weight=w,
+        diagnostic_weight=w,
+        signals=not args.no_signals,
+        family_rank_weights=tuple(family_weights[f] for f in FAMILIES),
+    )
 
     fit, val = load_rated(args.backbone, cfg.signals, not args.no_mirrored)
     dist = load_distorted(args.distorted, cfg.signals)
@@ -275,25 +341,44 @@ def main() -> None:
     del all_x
     tertiles = np.quantile(np.concatenate([fit.mos, val.mos]), [1 / 3, 2 / 3])
     started = time.perf_counter()
-    heads = [train_head(seed, fit, train_dist, mean, std, cfg, float(tertiles[0]))
-             for seed in range(cfg.heads)]
+    heads = [
+        train_head(seed, fit, train_dist, mean, std, cfg, float(tertiles[0]))
+        for seed in range(cfg.heads)
+    ]
     model = Ensemble(heads).eval()
     pred, _ = predict(model, val.x)
     _, clean_diag = predict(model, dist.x[check_dist.sets[:, 0]])
     thresholds = fit_thresholds(pred * 100, val.mos, tertiles, clean_diag)
     figures = {
-        "val_srocc": srocc(pred, val.mos), "val_plcc": plcc(pred, val.mos), "val_rmse": rmse(pred, val.mos),
+        "val_srocc": srocc(pred, val.mos),
+        "val_plcc": plcc(pred, val.mos),
+        "val_rmse": rmse(pred, val.mos),
         "per_head_val_srocc": [srocc(predict(h, val.x)[0], val.mos) for h in heads],
-        "val_macro_f1": macro_f1(np.digitize(val.mos, tertiles),
-                                 np.digitize(pred * 100, [thresholds["reject_below"], thresholds["accept_from"]])),
-        "direction_held_back": direction_report(model, check_dist, thresholds["reject_below"] / 100),
+        "val_macro_f1": macro_f1(
+            np.digitize(val.mos, tertiles),
+            np.digitize(pred * 100, [thresholds["reject_below"], thresholds["accept_from"]]),
+        ),
+        "direction_held_back": direction_report(
+            model, check_dist, thresholds["reject_below"] / 100
+        ),
         "train_seconds": round(time.perf_counter() - started),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state": model.state_dict(), "heads": cfg.heads, "hidden": cfg.hidden,
-                "signals": cfg.signals, "mirrored": fit.mirrored is not None,
-                "feature_dim": int(mean.numel()), "mos_tertiles": tertiles.tolist(), "thresholds": thresholds,
-                "config": asdict(cfg), "figures": figures}, args.out)
+    torch.save(
+        {
+            "state": model.state_dict(),
+            "heads": cfg.heads,
+            "hidden": cfg.hidden,
+            "signals": cfg.signals,
+            "mirrored": fit.mirrored is not None,
+            "feature_dim": int(mean.numel()),
+            "mos_tertiles": tertiles.tolist(),
+            "thresholds": thresholds,
+            "config": asdict(cfg),
+            "figures": figures,
+        },
+        args.out,
+    )
     print(json.dumps({"thresholds": thresholds, **figures}, indent=2))
 
 
