@@ -44,7 +44,7 @@ from iqs_daemon.distortions import PROTOCOL
 from iqs_daemon.exposure import ExposureFacts
 from iqs_daemon.pipeline import Scorer
 from iqs_daemon.records import PickLabel, Scores
-from iqs_daemon.verdict import DEFAULT_POLICY, Policy, decide, true_defects
+from iqs_daemon.verdict import DEFAULT_POLICY, Policy, decide, labels_for_many, true_defects
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # training/split.py: the model's own validation split
@@ -141,11 +141,7 @@ def labels_of(records: list[dict[str, Any]], policy: Policy) -> np.ndarray:
     """``verdict.label_for`` over all records at once (checked against it in ``main``)."""
     score = np.array([r["score"] for r in records])
     clear = np.array([strongest_confirmed(r) for r in records]) >= policy.defect_threshold
-    out = np.full(len(records), PickLabel.PENDING.value)
-    out[(score >= policy.accept_from) & ~clear] = PickLabel.ACCEPTED.value
-    out[(score < policy.accept_from) & clear] = PickLabel.REJECTED.value
-    out[score < policy.reject_below] = PickLabel.REJECTED.value
-    return out
+    return labels_for_many(score, clear, policy.reject_below, policy.accept_from)
 
 
 def evaluate(records: list[dict[str, Any]], policy: Policy) -> dict[str, float]:

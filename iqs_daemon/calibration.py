@@ -29,7 +29,7 @@ import numpy as np
 
 from .exposure import ExposureFacts
 from .records import PickLabel
-from .verdict import Policy, true_defects
+from .verdict import Policy, labels_for_many, true_defects
 from .xmp_tags import StoredMetadata
 
 CLASSES = (PickLabel.REJECTED, PickLabel.PENDING, PickLabel.ACCEPTED)
@@ -91,14 +91,10 @@ def labelled_score(
 
 
 def labels_under(items: list[LabelledScore], reject_below: float, accept_from: float) -> np.ndarray:
-    """The pick label values ``verdict.label_for`` gives, vectorised over many cut-offs' use."""
+    """The pick label values ``verdict.label_for`` gives ``items`` under these cut-offs."""
     score = np.array([i.score for i in items])
-    clear = np.array([i.clear_defect for i in items])
-    out = np.full(len(items), PickLabel.PENDING.value)
-    out[(score >= accept_from) & ~clear] = PickLabel.ACCEPTED.value
-    out[(score < accept_from) & clear] = PickLabel.REJECTED.value
-    out[score < reject_below] = PickLabel.REJECTED.value
-    return out
+    clear = np.array([i.clear_defect for i in items], bool)
+    return labels_for_many(score, clear, reject_below, accept_from)
 
 
 def agreement(truth: np.ndarray, pred: np.ndarray) -> Agreement:

@@ -29,6 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .errors import ConfigError
 from .exposure import ExposureFacts
 from .records import PickLabel, Scores, Verdict
@@ -165,6 +167,17 @@ def label_for(
     if true_defects(diagnostics, facts, p.defect_threshold):
         return PickLabel.REJECTED
     return PickLabel.PENDING
+
+
+def labels_for_many(score: np.ndarray, clear_defect: np.ndarray, reject_below: float,
+                    accept_from: float) -> np.ndarray:
+    """``label_for``'s pick label values over many photos at once, given whether each has a
+    clear defect: for fitting and sweeping cut-offs (calibration, the policy benchmark)."""
+    out = np.full(len(score), PickLabel.PENDING.value)
+    out[(score >= accept_from) & ~clear_defect] = PickLabel.ACCEPTED.value
+    out[(score < accept_from) & clear_defect] = PickLabel.REJECTED.value
+    out[score < reject_below] = PickLabel.REJECTED.value
+    return out
 
 
 def stars_for(score: float, label: PickLabel, p: Policy) -> int:

@@ -9,10 +9,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
+import daemonkit
 import numpy as np
 import pytest
 from modelfactory import build_tiny_model
@@ -39,13 +39,7 @@ def photo(path: Path, brightness: int) -> Path:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "iqs_daemon", *args],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        timeout=120,
-    )
+    return daemonkit.cli(list(args), os.environ.copy())
 
 
 def score(*args: str) -> dict[str, dict]:

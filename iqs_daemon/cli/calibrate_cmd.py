@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..calibration import (
@@ -26,7 +25,7 @@ from ..errors import IqsError
 from ..pipeline import Scorer
 from ..records import Candidate, PickLabel
 from .app import ExitCode, app
-from .common import CONFIG_OPTION, SET_OPTION, interactive, settings_from
+from .common import CONFIG_OPTION, SET_OPTION, progress_bar, settings_from
 
 
 @app.command("calibrate")
@@ -127,15 +126,7 @@ def _score(
 ) -> list[LabelledScore]:
     truths = {c.path: t for c, t in to_score}
     items: list[LabelledScore] = []
-    progress = Progress(
-        TextColumn("scoring"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=not interactive() or quiet,
-        transient=True,
-    )
+    progress = progress_bar("scoring", err, quiet=quiet)
     with progress:
         task = progress.add_task("score", total=len(to_score))
         for outcome in scorer.process([c for c, _ in to_score]):

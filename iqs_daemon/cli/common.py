@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..config import SECTIONS, Paths, Settings, load_settings
 
@@ -47,6 +49,15 @@ def settings_from(config: Path | None, sets: list[str] | None, **flags: Any) -> 
     overrides = parse_set_options(sets)
     overrides.update({k: v for k, v in flags.items() if v is not None})
     return load_settings(Paths.from_environment(), config, overrides)
+
+
+def progress_bar(what: str, console: Console, *, quiet: bool = False) -> Progress:
+    """The bar shown while photos are worked on: only for a person at a terminal, never
+    with --json (``quiet``); it disappears when done."""
+    return Progress(
+        TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=console, disable=not interactive() or quiet, transient=True,
+    )
 
 
 def interactive() -> bool:

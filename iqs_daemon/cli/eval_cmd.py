@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from ..config import Settings
 from ..discovery import describe_os_error, iter_candidates
@@ -32,7 +32,7 @@ from ..evaluation import (
 from ..pipeline import Scorer
 from ..records import Candidate
 from .app import ExitCode, app
-from .common import CONFIG_OPTION, SET_OPTION, interactive, settings_from
+from .common import CONFIG_OPTION, SET_OPTION, progress_bar, settings_from
 from .eval_output import (
     labelled_json,
     print_labelled,
@@ -124,15 +124,7 @@ _err = Console(stderr=True)
 
 
 def _progress(what: str, as_json: bool) -> Progress:
-    return Progress(
-        TextColumn(what),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=_err,
-        disable=not interactive() or as_json,
-        transient=True,
-    )
+    return progress_bar(what, _err, quiet=as_json)
 
 
 def _say(line: str) -> None:

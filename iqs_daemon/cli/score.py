@@ -9,14 +9,13 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..discovery import iter_candidates
 from ..pipeline import Scorer
 from ..report import RunSummary, outcome_json
 from .app import ExitCode, app
-from .common import CONFIG_OPTION, SET_OPTION, interactive, settings_from
+from .common import CONFIG_OPTION, SET_OPTION, progress_bar, settings_from
 
 
 @app.command("score")
@@ -71,10 +70,7 @@ def score_command(
     with Scorer(settings, dry_run=dry_run, rescore=rescore or force,
                 replace_hand_labels=replace_hand_labels or force,
                 group_bursts=settings.group_bursts) as scorer:
-        progress = Progress(
-            TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=err, disable=not interactive() or as_json, transient=True,
-        )
+        progress = progress_bar("scoring", err, quiet=as_json)
         with progress:
             task = progress.add_task("score", total=len(candidates))
             for outcome in scorer.process(candidates):
