@@ -48,9 +48,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from iqs_daemon import bursts
+from iqs_daemon.burst_stage import HoldBursts
 from iqs_daemon.config import Settings
 from iqs_daemon.discovery import iter_candidates
 from iqs_daemon.pipeline import Scorer
+from iqs_daemon.runner import Hold
 
 BURST_GAP_SECONDS = (180.0, 240.0)
 FRAME_GAP_SECONDS = (0.1, 0.5)
@@ -238,10 +240,17 @@ class CapturingScorer(Scorer):
         self.frames: list[bursts.Frame] = []
         self.verdicts: list = []
 
-    def _write_held(self, held):  # type: ignore[no-untyped-def]
-        self.frames += [frame for _, _, frame in held]
-        self.verdicts += [verdict for _, verdict, _ in held]
-        return super()._write_held(held)
+    def stages(self, **kwargs):  # type: ignore[no-untyped-def]
+        scorer = self
+
+        class Capturing(HoldBursts):
+            def release(self):  # type: ignore[no-untyped-def]
+                scorer.frames += [s.frame for s in self.held]
+                scorer.verdicts += [s.verdict for s in self.held]
+                return super().release()
+
+        return [Hold(Capturing(self.pass_for()), s.takes) if isinstance(s, Hold) else s
+                for s in super().stages(**kwargs)]
 
 
 def run_score(scorer: Scorer, folder: Path) -> tuple[float, float, int]:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from . import discovery
 from .errors import IqsError, ModelError
 from .model import default_model_path, expected_sha256
+from .pipeline import Scorer
 from .service import (
     DaemonLock,
     StatusFile,
@@ -38,7 +39,7 @@ from .service import (
 )
 from .state import GONE, SKIPPED, FileStat, StateDB
 from .watching import Change, PendingChanges, WatchSet, WorkQueue
-from .worker import DaemonScorer, Worker
+from .worker import Worker
 
 if TYPE_CHECKING:
     from .config import Paths, Settings
@@ -141,10 +142,9 @@ class Daemon:
         finally:
             self._shutdown(threads, db)
 
-    def _load_scorer(self, settings: Settings, *,
-                     reuse: DaemonScorer | None = None) -> DaemonScorer:
+    def _load_scorer(self, settings: Settings, *, reuse: Scorer | None = None) -> Scorer:
         try:
-            return DaemonScorer(settings, model=reuse.model if reuse else None)
+            return Scorer(settings, model=reuse.model if reuse else None, keeps_frames=True)
         except ModelError as exc:
             raise ModelError(_with_expected_digest(str(exc), settings)) from exc
 

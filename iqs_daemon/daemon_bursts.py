@@ -18,19 +18,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import bursts
-from .errors import IqsError
+from .errors import IqsError, StateError
 from .metadata import hand_label
-from .records import Burst, Candidate, PickLabel, Scores, Verdict
+from .records import Burst, Candidate, PickLabel, Verdict
 from .restore import verdict_from_json
 from .sharpness import Signature
+from .stages import REDECIDED_SOURCE, Decided, Status
 from .state import SCORED
-from .verdict import decide
+from .verdict import redecide
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
     from pathlib import Path
 
-    from .pipeline import Outcome, Prepared, Scorer
+    from .stages import Pass, Scored
     from .state import StateDB
 
 log = logging.getLogger(__name__)
@@ -38,14 +38,14 @@ log = logging.getLogger(__name__)
 MAX_FRAMES = 200  # the most earlier frames looked at for one new frame
 
 
-def _hand_pick(scorer: Scorer, path: Path) -> PickLabel | None:
-    if scorer.replace_hand_labels:
+def _hand_pick(p: Pass, path: Path) -> PickLabel | None:
+    if p.replace_hand_labels:
         return None
     try:
-        by_hand = hand_label(scorer.metadata.read_stored(path, scorer.settings))
+        by_hand = hand_label(p.metadata.read_stored(path, p.settings))
     except IqsError:
         return None
-    return next((p for p in PickLabel if p.title == by_hand), None)
+    return next((pick for pick in PickLabel if pick.title == by_hand), None)
 
 
 def _neighbours(db: StateDB, folder: Path, at: float, gap: float
@@ -61,7 +61,7 @@ def _neighbours(db: StateDB, folder: Path, at: float, gap: float
         low, high = wider
 
 
-def _earlier(scorer: Scorer, db: StateDB, path: Path, at: float, embedding: bytes,
+def _earlier(p: Pass, db: StateDB, path: Path, at: float, embedding: bytes,
              signature: bytes | None) -> tuple[bursts.Frame, Verdict, Verdict, Candidate,
                                                str] | None:
     """An earlier frame: its Frame, policy verdict, stored verdict, candidate and
@@ -74,45 +74,62 @@ def _earlier(scorer: Scorer, db: StateDB, path: Path, at: float, embedding: byte
         st = path.stat()
     except OSError:
         return None
-    if stored is None or stored.model_version != scorer.model.info.version:
+    if stored is None or stored.model_version != p.model.info.version:
         return None
-    base = decide(path, Scores(stored.score, dict(stored.diagnostics)), scorer.model.info,
-                  scorer.policy, exposure=stored.exposure, scored_at=stored.scored_at)
+    base = redecide(path, stored, p.model.info, p.policy)
+    if base is None:
+        return None
     frame = bursts.Frame(path, at, np.frombuffer(embedding, np.float16).astype(np.float32),
                          Signature.from_bytes(signature) if signature else None,
-                         stored.exposure, stored.score, _hand_pick(scorer, path))
+                         stored.exposure, stored.score, _hand_pick(p, path))
     return frame, base, stored, Candidate(path, st.st_size, st.st_mtime_ns), row.fingerprint
 
 
-def regroup_and_write(scorer: Scorer, db: StateDB, item: Prepared, verdict: Verdict,
-                      scores: Scores) -> list[Future[Outcome]]:
-    """Keep the new frame, group it with its folder's recent frames, write it and every
-    earlier frame whose verdict changed."""
-    from .pipeline import REDECIDED_SOURCE, Prepared, frame_of
+class RegroupWithEarlier:
+    """The daemon's burst stage (a ``runner.Hold`` that holds nothing): each scored frame
+    is kept in the state and grouped with its folder's recent frames; it goes to the
+    writer with its place in the burst, followed by every earlier frame whose verdict
+    changed. Grouping is a bonus: when it fails, the frame's own verdict goes out."""
 
-    frame = frame_of(item, scores)
-    path = frame.path
-    signature = item.signature.to_bytes() if item.signature is not None else None
-    embedding = frame.embedding.astype(np.float16).tobytes()
-    db.put_frame(path, frame.captured_at, embedding, signature)
-    frame = bursts.Frame(path, frame.captured_at, frame.embedding, frame.signature,
-                         frame.exposure, frame.score, _hand_pick(scorer, path))
-    config = scorer.burst_settings
-    found = [_earlier(scorer, db, p, t, e, s)
-             for p, t, e, s in _neighbours(db, path.parent, frame.captured_at,
-                                           config.max_gap_seconds) if p != path]
-    earlier = [f for f in found if f is not None]
-    frames = [frame, *(f[0] for f in earlier)]
-    decided = bursts.decide_bursts(frames, [verdict, *(f[1] for f in earlier)], scorer.policy,
-                                   config)
-    pending = [scorer._writer.submit(scorer.write_stage, item, decided[0])]
-    for (_, _, stored, candidate, fingerprint), new in zip(earlier, decided[1:], strict=True):
-        alone = Burst("")
-        if (new.label, new.reasons, new.burst or alone) == (
-                stored.label, stored.reasons, stored.burst or alone):
-            continue
-        log.info("re-deciding %s: %s in burst %s", candidate.path, new.label.title,
-                 new.burst.id if new.burst else "-")
-        again = Prepared(candidate, {}, fingerprint, REDECIDED_SOURCE, new.exposure)
-        pending.append(scorer._writer.submit(scorer.write_stage, again, new))
-    return pending
+    def __init__(self, p: Pass, db: StateDB):
+        self.p = p
+        self.db = db
+
+    def push(self, scored: Scored) -> list[Decided]:
+        try:
+            return self._regroup(scored)
+        except (IqsError, StateError) as exc:
+            log.warning("%s: not grouped: %s", scored.candidate.path, exc)
+            return [scored]
+
+    def flush(self) -> list[Decided]:
+        return []
+
+    def _regroup(self, scored: Scored) -> list[Decided]:
+        p, db = self.p, self.db
+        frame = scored.frame
+        assert frame is not None, "RegroupWithEarlier needs Pass.framing"
+        path = frame.path
+        signature = frame.signature.to_bytes() if frame.signature is not None else None
+        db.put_frame(path, frame.captured_at, frame.embedding.astype(np.float16).tobytes(),
+                     signature)
+        config = p.burst_settings
+        found = [_earlier(p, db, other, t, e, s)
+                 for other, t, e, s in _neighbours(db, path.parent, frame.captured_at,
+                                                   config.max_gap_seconds) if other != path]
+        earlier = [f for f in found if f is not None]
+        frames = [frame, *(f[0] for f in earlier)]
+        decided = bursts.decide_bursts(frames, [scored.verdict, *(f[1] for f in earlier)],
+                                       p.policy, config)
+        out: list[Decided] = [scored.as_decided(decided[0])]
+        for (_, _, stored, candidate, fingerprint), new in zip(earlier, decided[1:],
+                                                               strict=True):
+            alone = Burst("")
+            if (new.label, new.reasons, new.burst or alone) == (
+                    stored.label, stored.reasons, stored.burst or alone):
+                continue
+            log.info("re-deciding %s: %s in burst %s", candidate.path, new.label.title,
+                     new.burst.id if new.burst else "-")
+            out.append(Decided(candidate, new, fingerprint, REDECIDED_SOURCE,
+                               Status.REDECIDED))
+        return out

@@ -243,10 +243,21 @@ class MetadataWriter:
     def _read_file(self, photo: Path, file: Path, kind: str) -> FileTags:
         if kind == "embedded" and _is_empty(file):
             raise MetadataError(photo, "empty file")  # as decoding says; exiv2 would not
+        read_as = _read_identity(file)
         found = self._call(photo, file, {"op": "read", "keys": READ_KEYS, "prefixes": [IQS]})
         # exiv2 derives EXIF from a sidecar's XMP (xmp:Rating -1 as Rating 65535): ignore it.
         exif = found["exif"] if kind == "embedded" else {}
-        return FileTags(path=file, kind=kind, xmp=found["xmp"], exif=exif)
+        return FileTags(path=file, kind=kind, xmp=found["xmp"], exif=exif, read_as=read_as)
+
+    def _tags_of(self, photo: Path, file: Path, kind: str,
+                 stored: StoredMetadata | None) -> FileTags:
+        """``file``'s tags: as ``stored`` read them if the file is unchanged since, else
+        read now."""
+        for tags in stored.files if stored is not None else ():
+            if (tags.path == file and tags.kind == kind and tags.read_as is not None
+                    and tags.read_as == _read_identity(file)):
+                return tags
+        return self._read_file(photo, file, kind)
 
     def _candidates(self, photo: Path, settings: Settings) -> Iterator[tuple[Path, str]]:
         """The files to read, the one we write to first."""
@@ -286,6 +297,7 @@ class MetadataWriter:
         force: bool = False,
         dry_run: bool = False,
         expected: tuple[int, int] | None = None,
+        stored: StoredMetadata | None = None,
     ) -> WriteResult:
         """Write the verdict into the photo's XMP (or its sidecar), atomically.
 
@@ -293,6 +305,7 @@ class MetadataWriter:
         ``dry_run`` reads but changes no file. ``expected``: the photo's (size, mtime_ns)
         when it was decoded; if another version is there by the time of the write, it
         raises ``FileChanged`` and writes nothing (the verdict describes other pixels).
+        ``stored``: this photo's ``read_stored``, reused for every file not changed since.
         """
         if not photo.is_file():
             raise MetadataError(photo, "no such file")
@@ -303,8 +316,8 @@ class MetadataWriter:
             _check_writable(photo, target)
         notes: list[str] = []
         kind = "embedded" if embedded else "sidecar"
-        on_disk = self._read_file(photo, target, kind) if target.exists() else None
-        current = on_disk if embedded else self._sidecar_view(photo, on_disk)
+        on_disk = self._tags_of(photo, target, kind, stored) if target.exists() else None
+        current = on_disk if embedded else self._sidecar_view(photo, on_disk, stored)
         if not embedded and settings.sidecar_naming == "stem":
             clash = _stem_clash(photo)
             if clash is not None:
@@ -331,10 +344,11 @@ class MetadataWriter:
                       expected=expected if embedded else None)
         return replace(result, written=True)
 
-    def _sidecar_view(self, photo: Path, sidecar: FileTags | None) -> FileTags | None:
+    def _sidecar_view(self, photo: Path, sidecar: FileTags | None,
+                      stored: StoredMetadata | None = None) -> FileTags | None:
         """Labels as a sidecar-reading tool sees them: the sidecar over the embedded XMP."""
         try:
-            embedded = self._read_file(photo, photo, "embedded")
+            embedded = self._tags_of(photo, photo, "embedded", stored)
         except MetadataError as exc:
             if isinstance(exc.__cause__, Exiv2CrashError):
                 raise
@@ -390,6 +404,14 @@ def _check_unchanged(photo: Path, expected: tuple[int, int] | None,
     now = now or photo.stat()
     if (now.st_size, now.st_mtime_ns) != expected:
         raise FileChanged(photo, "changed while it was being scored; nothing was written")
+
+
+def _read_identity(file: Path) -> tuple[int, int, int] | None:
+    try:
+        st = file.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _replaced_since(path: Path, before: os.stat_result) -> bool:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import IqsError
 from .metadata import hand_label
-from .pipeline import Outcome
+from .pipeline import Outcome, Status
 from .records import PickLabel
 
 if TYPE_CHECKING:
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 def outcome_json(outcome: Outcome) -> dict[str, Any]:
     """The ``--json`` record for one photo (documented in README.md, "JSON output")."""
-    record: dict[str, Any] = {"path": str(outcome.candidate.path), "status": outcome.status}
+    record: dict[str, Any] = {"path": str(outcome.candidate.path),
+                              "status": str(outcome.status)}
     if outcome.verdict:
         v = outcome.verdict
         record.update(
@@ -71,12 +72,12 @@ class RunSummary:
     def add(self, outcome: Outcome, read: Reader | None = None) -> None:
         """Count ``outcome``; ``read`` looks up what a photo carries where the outcome
         does not say (a photo scored before, a hand label kept)."""
-        self.statuses[outcome.status] += 1
-        if outcome.status == "failed":
+        self.statuses[str(outcome.status)] += 1
+        if outcome.status == Status.FAILED:
             self.failures.append(outcome)
         if outcome.verdict is None:
-            if outcome.status != "failed":
-                self._count_stored(outcome.candidate.path, read)
+            if outcome.status != Status.FAILED:
+                self._count_stored(outcome.candidate.path, read, outcome.stored)
             return
         if outcome.write and outcome.write.kept_user_label:
             self._count_stored(outcome.candidate.path, read)
@@ -84,7 +85,7 @@ class RunSummary:
             self.labels[outcome.verdict.label.title] += 1
         if outcome.verdict.burst is not None and outcome.verdict.burst.id:
             self.bursts[outcome.verdict.burst.id] += 1
-        if outcome.status == "scored":
+        if outcome.status == Status.SCORED:
             self.scored.append(outcome)
             # Keep only the worst few, so a 100,000-photo run stays small.
             if len(self.scored) > 4 * self.worst_count:
@@ -99,13 +100,17 @@ class RunSummary:
             if w.read_only_fallback:
                 self.read_only.append(w.path)
 
-    def _count_stored(self, path: Path, read: Reader | None) -> None:
-        if read is None:
-            return
-        try:
-            stored = read(path)
-        except IqsError:
-            return  # it was scored; only the count of what it shows is lost
+    def _count_stored(self, path: Path, read: Reader | None,
+                      stored: StoredMetadata | None = None) -> None:
+        """Count what the photo shows: ``stored`` when the pass read it and wrote nothing,
+        else what ``read`` finds now."""
+        if stored is None:
+            if read is None:
+                return
+            try:
+                stored = read(path)
+            except IqsError:
+                return  # it was scored; only the count of what it shows is lost
         by_hand = hand_label(stored)
         if by_hand is not None:
             self.hand_labels[by_hand] += 1

@@ -27,7 +27,7 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -36,6 +36,8 @@ from .exposure import ExposureFacts
 from .records import PickLabel, Scores, Verdict
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .config import Settings
     from .model import ModelInfo
 
@@ -233,3 +235,27 @@ def decide(
         policy=p.identity,
         exposure=exposure,
     )
+
+
+class StoredScores(Protocol):
+    """A verdict kept earlier: in a photo's XMP (``xmp_tags.StoredMetadata``) or in the
+    state (``restore.verdict_from_json``, a ``Verdict``)."""
+
+    @property
+    def score(self) -> float | None: ...
+    @property
+    def diagnostics(self) -> Mapping[str, float]: ...
+    @property
+    def exposure(self) -> ExposureFacts | None: ...
+    @property
+    def scored_at(self) -> str | None: ...
+
+
+def redecide(path: Path, stored: StoredScores, info: ModelInfo, p: Policy) -> Verdict | None:
+    """The verdict a kept score gets under policy ``p``, without decoding or inference,
+    keeping the time it was scored; None when the score or one of the model's
+    diagnostics is missing (kept by an older version: the photo must be scored again)."""
+    if stored.score is None or not set(info.diagnostics) <= set(stored.diagnostics):
+        return None
+    scores = Scores(score=stored.score, diagnostics=dict(stored.diagnostics))
+    return decide(path, scores, info, p, exposure=stored.exposure, scored_at=stored.scored_at)

@@ -1,6 +1,6 @@
 """What the daemon's worker thread does with each changed path: triage, score, record.
 
-    Change --triage (state, lstat, pixels)--> Candidate --DaemonScorer.process--> Outcome
+    Change --triage (state, lstat, pixels)--> Candidate --Scorer.process--> Outcome
            --record--> a state row (after the XMP write)
 
 Deciding what to score (``triage``), for a changed path with stat ``s``:
@@ -31,10 +31,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import decoding, discovery, sidecars
-from .daemon_bursts import regroup_and_write
 from .errors import (
     FileChanged,
     InputError,
@@ -42,19 +41,15 @@ from .errors import (
     StateError,
 )
 from .metadata import target_for
-from .pipeline import Outcome, Scorer
+from .pipeline import Outcome, Scorer, Status
 from .records import Candidate
 from .restore import stored_verdict_json, verdict_from_json, verdict_json
 from .state import FAILED, GONE, SCORED, SKIPPED, FileStat, PhotoRecord, StateDB
 from .watching import Change, is_photo_name
-from .xmp_tags import StoredMetadata
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
     from .config import Settings
-    from .pipeline import Prepared
-    from .records import Scores, Verdict
+    from .xmp_tags import StoredMetadata
 
 log = logging.getLogger(__name__)
 
@@ -71,43 +66,18 @@ def retry_delay_seconds(error: IqsError, attempts: int, base_seconds: float) -> 
     return min(base_seconds * 2.0 ** (attempts - 1), MAX_RETRY_DELAY_SECONDS)
 
 
-class DaemonScorer(Scorer):
-    """The pipeline's Scorer, except that photos whose pixels changed are scored even
-    though their XMP carries a current verdict (``Scorer.already_scored`` looks at the
-    model only, not the fingerprint). A file replaced between its decode and the write is
-    left alone by every Scorer (``MetadataWriter.write_verdict``'s ``expected``); the
-    Worker looks at it again.
-
-    With ``bursts.group_bursts``, each new frame is grouped with the recent frames of its
-    folder kept in the state (``daemon_bursts``); earlier frames whose verdict changes are
-    written again, and come out of ``process`` as ``redecided`` outcomes of their own."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.pixels_changed: set[Path] = set()
-        self.frames: StateDB | None = None  # set by the Worker: where burst frames are kept
-        self.keeps_frames = self.settings.group_bursts
-
-    def stored_verdict(self, candidate: Candidate) -> StoredMetadata | None:
-        if candidate.path in self.pixels_changed:
-            return None
-        return super().stored_verdict(candidate)
-
-    def _submit_write(self, item: Prepared, verdict: Verdict, scores: Scores
-                      ) -> list[Future[Outcome]]:
-        if self.frames is None or not self.keeps_frames:
-            return super()._submit_write(item, verdict, scores)
-        try:
-            return regroup_and_write(self, self.frames, item, verdict, scores)
-        except (IqsError, StateError) as exc:  # grouping is a bonus: the verdict still goes out
-            log.warning("%s: not grouped: %s", item.candidate.path, exc)
-            return super()._submit_write(item, verdict, scores)
-
-
 class Worker:
-    """Owns the Scorer and every state write the scoring makes (one thread)."""
+    """Owns the Scorer and every state write the scoring makes (one thread).
 
-    def __init__(self, db: StateDB, scorer: DaemonScorer, settings: Settings, roots: list[Path],
+    Its Scorer keeps burst frames (``keeps_frames``): each scored frame is grouped with
+    the recent frames of its folder kept in the state (``daemon_bursts``), and earlier
+    frames whose verdict changes are written again, as ``redecided`` outcomes of their
+    own. A photo whose pixels changed is scored even though its XMP carries a current
+    verdict (``pixels_changed``, found by ``triage`` and handed to each pass). A file
+    replaced between its decode and the write is left alone by the writer
+    (``MetadataWriter.write_verdict``'s ``expected``), and looked at again."""
+
+    def __init__(self, db: StateDB, scorer: Scorer, settings: Settings, roots: list[Path],
                  *, retry_base_seconds: float, look_again: Callable[[Path], None]):
         self.db = db
         self.scorer = scorer
@@ -123,6 +93,7 @@ class Worker:
         self.heartbeat = time.monotonic()
         self.scored_times: deque[float] = deque()
         self._counts_lock = threading.Lock()
+        self.pixels_changed: set[Path] = set()  # found by triage, until they are scored
 
     @property
     def model_label(self) -> str:
@@ -169,7 +140,7 @@ class Worker:
                 log.debug("metadata changed, pixels did not: %s", path)
                 return None
             if fingerprint is not None:
-                self.scorer.pixels_changed.add(path)
+                self.pixels_changed.add(path)
         return Candidate(path, stat.size_bytes, stat.mtime_ns)
 
     def inspect(self, path: Path) -> FileStat | str | None:
@@ -297,9 +268,10 @@ class Worker:
         done: set[Path] = set()
         asked = {c.path for c in candidates}
         self.in_flight = len(candidates)
-        self.scorer.frames = self.db
+        changed = frozenset(self.pixels_changed & asked)
         try:
-            for outcome in self.scorer.process(candidates):
+            for outcome in self.scorer.process(candidates, pixels_changed=changed,
+                                               frames=self.db):
                 self.heartbeat = time.monotonic()
                 if outcome.candidate.path in asked:  # not an earlier burst frame re-decided
                     self.in_flight -= 1
@@ -312,7 +284,7 @@ class Worker:
             if len(rest) == 1:
                 log.debug("scoring %s failed", rest[0].path, exc_info=True)
                 error = InputError(rest[0].path, f"unexpected error: {exc}")
-                self._record_guarded(Outcome(rest[0], "failed", error=error))
+                self._record_guarded(Outcome(rest[0], Status.FAILED, error=error))
             else:
                 log.warning("scoring %d photos failed (%s); trying them one by one",
                             len(rest), exc)
@@ -321,7 +293,7 @@ class Worker:
                         self.score([candidate], stopping)
         finally:
             self.in_flight = 0
-            self.scorer.pixels_changed.difference_update(c.path for c in candidates)
+            self.pixels_changed.difference_update(asked)
 
     def _record_guarded(self, outcome: Outcome) -> None:
         try:
@@ -341,7 +313,7 @@ class Worker:
             log.debug("%s changed while it was scored; looking at it again", path)
             self.look_again(path)
             return
-        if outcome.status in ("scored", "redecided") and outcome.verdict is not None:
+        if outcome.status in (Status.SCORED, Status.REDECIDED) and outcome.verdict is not None:
             v = outcome.verdict
             written = outcome.write is not None and outcome.write.written
             self.db.record_scored(path, stat, fingerprint=outcome.fingerprint, score=v.score,
@@ -351,18 +323,20 @@ class Worker:
             self.scored_times.append(time.monotonic())
             reasons = f" ({', '.join(v.reasons)})" if v.reasons else ""
             log.info("scored %s: %s %.1f%s", path, v.label.title, v.score, reasons)
-        elif outcome.status == "unchanged":
-            self._adopt(path, stat)
+        elif outcome.status == Status.UNCHANGED:
+            self._adopt(path, stat, outcome.stored)
         else:
             self._record_failure(path, stat, outcome.error)
 
-    def _adopt(self, path: Path, stat: FileStat) -> None:
-        """The photo already carries a current verdict (scored before the state knew)."""
-        try:
-            stored = self.scorer.metadata.read_stored(path, self.settings)
-        except IqsError as exc:
-            log.warning("cannot read the verdict of %s: %s", path, exc)
-            return
+    def _adopt(self, path: Path, stat: FileStat, stored: StoredMetadata | None) -> None:
+        """The photo already carries a current verdict (scored before the state knew);
+        ``stored``: what the pass read of it."""
+        if stored is None:
+            try:
+                stored = self.scorer.metadata.read_stored(path, self.settings)
+            except IqsError as exc:
+                log.warning("cannot read the verdict of %s: %s", path, exc)
+                return
         label = stored.label.title if stored.label is not None else None
         self.db.record_scored(path, stat, fingerprint=stored.fingerprint or "", score=stored.score,
                               label=label, model=f"{stored.model_name} {stored.model_version}",

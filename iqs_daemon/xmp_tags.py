@@ -55,6 +55,9 @@ class FileTags:
     kind: str  # "embedded" or "sidecar"
     xmp: dict[str, Any]
     exif: dict[str, Any]
+    # (inode, size, mtime_ns) of the file just before it was read: while the file still
+    # has them, the writer reuses this read instead of asking exiv2 again.
+    read_as: tuple[int, int, int] | None = None
 
     def get(self, key: str) -> Any:
         return (self.exif if key.startswith("Exif.") else self.xmp).get(key)

@@ -24,6 +24,7 @@ from PIL import Image
 from iqs_daemon.config import Settings
 from iqs_daemon.metadata import MetadataWriter
 from iqs_daemon.records import PickLabel
+from iqs_daemon.runner import run_sequential
 
 pillow_heif = pytest.importorskip("pillow_heif")
 pillow_heif.register_heif_opener()
@@ -273,13 +274,13 @@ def test_deleted_or_replaced_between_event_and_processing(tmp_path, tiny_model, 
         photo.write_bytes(jpeg(30))
         photo = photo.rename(root / "replaced.jpg")
         candidate = worker.triage(Change(photo))
-        prepared = worker.scorer.decode_stage(candidate)
-        verdict = worker.scorer.infer_stage([prepared])[0]
+        *up_to_the_write, write = worker.scorer.stages()
+        (scored,) = run_sequential(up_to_the_write, [candidate])
         replacement = jpeg(230, (80, 60))
         tmp = root / ".replacement.jpg"
         tmp.write_bytes(replacement)
         os.replace(tmp, photo)
-        result = worker.scorer.write_stage(prepared, verdict)
+        result = write.run(scored)
         assert result.status == "failed" and "changed while" in result.error.reason
         assert photo.read_bytes() == replacement  # nothing written into it
         worker.record(result)

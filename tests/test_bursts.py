@@ -395,17 +395,19 @@ def test_a_folder_is_held_only_until_a_gap_no_frame_can_bridge(tmp_path, tiny_mo
     """Frames are taken in capture-time order (file times here: no EXIF), and the held
     records are released at each gap longer than max_gap_seconds, so memory is bounded
     by a burst, not by the folder."""
+    from iqs_daemon.burst_stage import HoldBursts
     from iqs_daemon.discovery import iter_candidates
     from iqs_daemon.pipeline import Scorer
+    from iqs_daemon.runner import Hold
 
-    class Recording(Scorer):
-        released: list[list[str]]
-        signed: set[str]
+    released: list[list[str]] = []
+    signed: set[str] = set()
 
-        def _write_held(self, held):  # type: ignore[no-untyped-def]
-            self.released.append([item.candidate.path.name for item, _, _ in held])
-            self.signed |= {f.path.name for _, _, f in held if f.signature is not None}
-            return super()._write_held(held)
+    class Recording(HoldBursts):
+        def release(self):  # type: ignore[no-untyped-def]
+            released.append([s.candidate.path.name for s in self.held])
+            signed.update(s.frame.path.name for s in self.held if s.frame.signature is not None)
+            return super().release()
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -416,13 +418,14 @@ def test_a_folder_is_held_only_until_a_gap_no_frame_can_bridge(tmp_path, tiny_mo
         os.utime(folder / name, (when, when))
     settings = load_settings(Paths(tmp_path / "c", tmp_path / "s", tmp_path / "r"),
                              overrides={"model_path": str(tiny_model)})
-    with Recording(settings, dry_run=True, group_bursts=True) as scorer:
-        scorer.released, scorer.signed = [], set()
-        outcomes = list(scorer.process(iter_candidates([folder])))
-    assert scorer.released == [["a.jpg", "b.jpg", "c.jpg"], ["d.jpg", "e.jpg"], ["f.jpg"]]
+    with Scorer(settings, dry_run=True, group_bursts=True) as scorer:
+        stages = [Hold(Recording(scorer.pass_for()), s.takes) if isinstance(s, Hold) else s
+                  for s in scorer.stages()]
+        outcomes = list(scorer.run(stages, iter_candidates([folder])))
+    assert released == [["a.jpg", "b.jpg", "c.jpg"], ["d.jpg", "e.jpg"], ["f.jpg"]]
     assert [o.status for o in outcomes] == ["scored"] * 6
     # f.jpg was taken alone: it cannot be in a burst, and costs no sharpness signature.
-    assert scorer.signed == {"a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"}
+    assert signed == {"a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"}
 
 
 @needs_exiftool
