@@ -80,13 +80,19 @@ class Daemon:
         self.lock = DaemonLock(paths.state_dir)
         self.status = StatusFile(status_file_for(paths.state_dir, paths.runtime_dir))
         self.started_at = time.time()
-        self.phase = "starting"
         self.ready = threading.Event()  # set once watching (tests wait on it)
+        self._scanner_phase = "watching"  # written by the scanner thread only
         self._stopping = threading.Event()
         self._reload = threading.Event()
         self._scan_requests: queue.Queue[Path] = queue.Queue()
 
     # What tests and the status look at.
+    @property
+    def phase(self) -> str:
+        """starting, then backlog (the scanner walks the roots, or what it queued is not
+        taken yet) or watching."""
+        return self._scanner_phase if self.ready.is_set() else "starting"
+
     @property
     def db(self) -> StateDB | None:
         return self.worker.db if self.worker else None
@@ -134,7 +140,6 @@ class Daemon:
             if self.settings.backlog:
                 for root in self.roots:
                     self.request_rescan(root)
-            self.phase = "watching"
             log.info("watching %s (%s)", ", ".join(map(str, self.roots)), self._backend_summary())
             sd_notify("READY=1\nSTATUS=watching")
             self.ready.set()
@@ -228,10 +233,10 @@ class Daemon:
             try:
                 root = self._scan_requests.get(timeout=0.2)
             except queue.Empty:
-                if self.phase == "backlog" and len(self.queue) == 0:
-                    self.phase = "watching"
+                if self._scanner_phase == "backlog" and len(self.queue) == 0:
+                    self._scanner_phase = "watching"
                 continue
-            self.phase = "backlog"
+            self._scanner_phase = "backlog"
             try:
                 self._scan_root(root)
             except IqsError as exc:
