@@ -44,7 +44,6 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from iqs_daemon.config import Settings  # noqa: E402
 from iqs_daemon.metadata import MetadataWriter  # noqa: E402
 from iqs_daemon.state import StateDB  # noqa: E402
-from iqs_daemon.xmp_worker import ABORT_HOOK_ENV  # noqa: E402
 
 CRASH_MARK = "crashme"
 
@@ -88,7 +87,10 @@ class Soak:
             encoding="utf-8")
         self.env = {**os.environ, "IQS_CONFIG_DIR": str(config),
                     "IQS_STATE_DIR": str(work / "state"), "IQS_RUNTIME_DIR": str(work / "run"),
-                    ABORT_HOOK_ENV: CRASH_MARK, "PYTHONPATH": str(REPO)}
+                    # tests/exiv2_fault makes the exiv2 worker process abort on CRASH_MARK
+                    "IQS_TEST_EXIV2_ABORT_ON": CRASH_MARK,
+                    "PYTHONPATH": os.pathsep.join((str(REPO / "tests" / "exiv2_fault"),
+                                                   str(REPO)))}
         self.readable: dict[Path, str] = {}  # path -> pixel hash
         self.unreadable: dict[Path, str] = {}  # path -> sha256 of the bytes
         self.crashers: dict[Path, str] = {}  # readable, but exiv2 dies on them

@@ -34,9 +34,6 @@ log = logging.getLogger(__name__)
 
 IQS_NS_URI = "https://iqs-daemon.org/ns/1.0/"
 IQS_PREFIX = "iqs"
-# Test hook: a worker process aborts (like an exiv2 crash) on any file whose name
-# contains this text. Read only by the worker process, never in-process.
-ABORT_HOOK_ENV = "IQS_XMP_WORKER_ABORT_ON"
 REQUEST_TIMEOUT_SECONDS = 60.0
 START_TIMEOUT_SECONDS = 60.0
 
@@ -104,11 +101,8 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
 
 def serve(requests: Any, responses: Any) -> None:
     """The worker's loop: one JSON request per line in, one JSON response per line out."""
-    abort_on = os.environ.get(ABORT_HOOK_ENV)
     for line in requests:
         request = json.loads(line)
-        if abort_on and abort_on in os.path.basename(request.get("path", "")):
-            os.abort()
         try:
             response = {"ok": True, **handle(request)}
         except Exception as exc:

@@ -29,10 +29,10 @@ from daemonkit import (
     settings_for,
     wait_for,
 )
+from exiv2_faults import crash_exiv2_on
 
 from iqs_daemon.errors import StateError
 from iqs_daemon.state import StateDB
-from iqs_daemon.xmp_worker import ABORT_HOOK_ENV
 
 
 def write_config(tmp_path: Path, model: Path, extra: str = "") -> None:
@@ -197,7 +197,7 @@ def test_the_model_digest_is_checked_when_the_daemon_loads_it(tmp_path, tiny_mod
 
 
 def test_an_exiv2_crash_costs_one_file(tmp_path, tiny_model, env_paths, monkeypatch):
-    monkeypatch.setenv(ABORT_HOOK_ENV, "crashme")  # the worker process aborts on it
+    crash_exiv2_on(monkeypatch, "crashme")  # the exiv2 worker process aborts on it
     root = tmp_path / "photos"
     root.mkdir()
     crash = root / "crashme.jpg"

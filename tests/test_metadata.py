@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from exiv2_faults import crash_exiv2_on
 from PIL import Image
 from readback import exiv2_tags, jpeg_scan
 
@@ -30,7 +31,6 @@ from iqs_daemon.metadata import (
     target_for,
 )
 from iqs_daemon.records import PickLabel, Verdict
-from iqs_daemon.xmp_worker import ABORT_HOOK_ENV
 
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # TIFF rating tags
 SAMPLES = Path(__file__).parents[1].parent / "shared" / "samples"
@@ -669,7 +669,7 @@ def test_symlinked_photo_is_written_through_the_link(writer, settings, tmp_path)
 
 
 def test_a_crashing_exiv2_costs_one_file(settings, tmp_path, monkeypatch):
-    monkeypatch.setenv(ABORT_HOOK_ENV, "crashme")
+    crash_exiv2_on(monkeypatch, "crashme")
     crash = make_photo(tmp_path / "crashme.jpg")
     crash_on_write = make_photo(tmp_path / "crashme-later.jpg")
     fine = make_photo(tmp_path / "fine.jpg")
@@ -683,8 +683,8 @@ def test_a_crashing_exiv2_costs_one_file(settings, tmp_path, monkeypatch):
             writer.write_verdict(crash, REJECTED, "fp", settings)
         assert writer.backend.starts == 2
         # A crash while the temporary copy is modified leaves the original alone.
-        monkeypatch.setenv(ABORT_HOOK_ENV, ".crashme-later.jpg.")
-        writer.close()  # the next worker reads the new hook
+        crash_exiv2_on(monkeypatch, ".crashme-later.jpg.")
+        writer.close()  # the next worker process takes the new mark
         with pytest.raises(MetadataError, match="exiv2 crashed on this file"):
             writer.write_verdict(crash_on_write, REJECTED, "fp", settings)
         assert writer.read_stored(fine, settings).label == PickLabel.REJECTED
