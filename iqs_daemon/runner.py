@@ -1,6 +1,6 @@
 """Runs a stage list over a stream of records, sequentially or concurrently.
 
-A stage list is built in one place (``stages.build``) and read in order. Each stage says
+A stage list is built in one place (``pipeline.build_stages``) and read in order. Each stage says
 which record type it ``takes``; a record of another type passes it untouched, so a photo
 that needs no decoding (an ``Outcome`` already, or a verdict re-decided from its XMP)
 goes straight on to the writer or out. The kinds say where a stage runs:
