@@ -161,6 +161,11 @@ class QualityModel:
         # The CPU arena keeps its high-water mark for the life of the process (1.4 GB after
         # one batch of 8 at 512 px) and was no faster here than malloc, which gives it back.
         options.enable_cpu_mem_arena = False
+        # Without the arena, the memory pattern makes every run malloc one ~45 MB block,
+        # which glibc maps fresh and the kernel zero-fills page by page: 11,800 page faults
+        # and ~20 % more CPU per photo at batch 1 than planning nothing (2,500 faults, the
+        # same peak RSS). See benchmarks/README.md.
+        options.enable_mem_pattern = False
         providers = choose_providers(device, ort.get_available_providers())
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
