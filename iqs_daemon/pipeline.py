@@ -139,6 +139,19 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD)
 
 
+def release_free_memory() -> None:
+    """Hand the memory malloc keeps for the next photo (``MALLOC_TRIM_THRESHOLD``) back to
+    the system: the daemon calls it when its queue runs dry, so it idles at the size it
+    would have without the thresholds. Not glibc: nothing to do."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return
+
+
 def inference_threads(settings: Settings) -> int:
     """ONNX Runtime's threads per inference: ``settings.threads``, else half the cores.
 
