@@ -3,7 +3,8 @@
     python benchmarks/model_speed.py models/iqs-quality.onnx OTHER.onnx [--rounds 5]
 
 Each file runs on random 512 + 256 px views at batch 1 and batch 8, with ONNX Runtime's
-CPU arena off (the product's setting, see iqs_daemon/model.py) and on. Rounds go through
+CPU arena off (the product's setting, see iqs_daemon/model.py, with no memory pattern)
+and on (with ONNX Runtime's default memory pattern). Rounds go through
 every configuration in turn, so a machine that slows down mid-run slows all of them;
 the median per configuration is printed, in ms per photo.
 """
@@ -25,6 +26,7 @@ def session(path: Path, arena: bool) -> ort.InferenceSession:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
     options.enable_cpu_mem_arena = arena
+    options.enable_mem_pattern = arena  # the product plans no memory pattern without the arena
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from . import discovery
 from .errors import IqsError, ModelError
 from .model import default_model_path, expected_sha256
-from .pipeline import Scorer
+from .pipeline import Scorer, release_free_memory
 from .service import (
     DaemonLock,
     StatusFile,
@@ -290,6 +290,7 @@ class Daemon:
     # -- the worker thread ------------------------------------------------------------------
     def _work(self) -> None:
         assert self.worker is not None
+        scored_since_idle = False
         while not self._stopping.is_set():
             self.worker.heartbeat = time.monotonic()
             if self._reload.is_set():
@@ -308,6 +309,10 @@ class Daemon:
                     candidates[candidate.path] = candidate
             if candidates:
                 self.worker.score(list(candidates.values()), self._stopping)
+                scored_since_idle = True
+            elif not changes and scored_since_idle:  # the queue ran dry: idle at our size
+                release_free_memory()
+                scored_since_idle = False
 
     def _apply_reload(self) -> None:
         """SIGHUP: read the configuration again; rebuild the Scorer (the model only if needed)."""

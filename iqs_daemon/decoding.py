@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,12 +93,39 @@ def decode(path: Path, *, min_short_side: int, max_pixels: int) -> Decoded:
     return Decoded(path, rgb, size, fingerprint(rgb), source)
 
 
+#: The fingerprint's format. ``p2:`` is sha256 (first 128 bits) of the shape and pixels;
+#: with SHA-NI it hashes an 18 MB decode in half the time of blake2b, the first format.
+FINGERPRINT_PREFIX = "p2:"
+_LEGACY_FINGERPRINT = re.compile(r"[0-9a-f]{32}")  # blake2b-128 hex, no prefix (before p2)
+
+
 def fingerprint(rgb: np.ndarray) -> str:
-    """blake2b-128 of the pixels (shape and bytes): survives metadata-only edits."""
+    """A digest of the pixels (shape and bytes): survives metadata-only edits, changes with
+    any pixel. Versioned (``FINGERPRINT_PREFIX``); compare with ``same_pixels``."""
+    digest = hashlib.sha256(repr(rgb.shape).encode())
+    digest.update(np.ascontiguousarray(rgb).data)
+    return FINGERPRINT_PREFIX + digest.hexdigest()[:32]
+
+
+def legacy_fingerprint(rgb: np.ndarray) -> str:
+    """The first format (blake2b-128 of the shape and pixels, no prefix), which photos
+    scored by earlier versions carry and states keep."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(repr(rgb.shape).encode())
     digest.update(np.ascontiguousarray(rgb).data)
     return digest.hexdigest()
+
+
+def same_pixels(stored: str, decoded: Decoded) -> bool:
+    """Whether ``stored`` (a fingerprint in a state row or an XMP record) is that of
+    ``decoded``'s pixels, whichever format wrote it: the current one is compared as is,
+    the first one is recomputed from the pixels (only then: it costs a blake2b). Anything
+    else (unknown, empty) is not a match, so the photo is scored again."""
+    if stored.startswith(FINGERPRINT_PREFIX):
+        return stored == decoded.fingerprint
+    if _LEGACY_FINGERPRINT.fullmatch(stored):
+        return stored == legacy_fingerprint(decoded.rgb)
+    return False
 
 
 def _read(path: Path) -> bytes:

@@ -130,6 +130,17 @@ def choose_providers(device: str, available: list[str]) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def check_device(device: str, providers: list[str]) -> None:
+    """onnxruntime-gpu lists CUDA even where it cannot use it (no GPU, no CUDA 12 or
+    cuDNN 9 libraries): the session then falls back to the CPU with a long log. Asked
+    for CUDA, that is an error in one line; with ``auto`` the CPU is what was meant."""
+    if device == "cuda" and (not providers or providers[0] != "CUDAExecutionProvider"):
+        raise ModelError(
+            "--device cuda: onnxruntime-gpu is installed but cannot use CUDA here (no GPU "
+            "found, or the CUDA 12 / cuDNN 9 libraries are missing; see README)"
+        )
+
+
 class QualityModel:
     """The loaded model. ``run`` takes a batch of views and returns one ``Scores`` each.
 
@@ -161,6 +172,11 @@ class QualityModel:
         # The CPU arena keeps its high-water mark for the life of the process (1.4 GB after
         # one batch of 8 at 512 px) and was no faster here than malloc, which gives it back.
         options.enable_cpu_mem_arena = False
+        # Without the arena, the memory pattern makes every run malloc one ~45 MB block,
+        # which glibc maps fresh and the kernel zero-fills page by page: 11,800 page faults
+        # and ~20 % more CPU per photo at batch 1 than planning nothing (2,500 faults, the
+        # same peak RSS). See benchmarks/README.md.
+        options.enable_mem_pattern = False
         providers = choose_providers(device, ort.get_available_providers())
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
@@ -169,6 +185,7 @@ class QualityModel:
         meta = self.session.get_modelmeta().custom_metadata_map
         self.info = _read_info(path, meta, sha256)
         self.providers = self.session.get_providers()
+        check_device(device, self.providers)
         self._output_names = [o.name for o in self.session.get_outputs()]
         log.info("model %s on %s", self.info.label, ", ".join(self.providers))
 

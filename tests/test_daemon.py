@@ -6,6 +6,7 @@ In-process tests run ``Daemon.run()`` in a thread; the crash test runs
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -35,6 +36,7 @@ from daemonkit import (
     wait_for,
 )
 
+from iqs_daemon import decoding
 from iqs_daemon.config import Settings
 from iqs_daemon.errors import (
     DecodeError,
@@ -144,6 +146,39 @@ def test_metadata_edits_cost_a_decode_pixel_edits_a_new_score(tmp_path, tiny_mod
         second = daemon.db.get(photo)
         assert second.fingerprint != first.fingerprint
         assert second.label == "Accepted" and first.label == "Rejected"
+
+
+@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool not installed")
+def test_a_fingerprint_of_an_earlier_version_still_spares_the_score(tmp_path, tiny_model,
+                                                                    env_paths):
+    """A state row keeping the first fingerprint format (blake2b, before ``p2:``): a
+    metadata edit is still recognised as one, and a pixel edit is still scored."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    photo = root / "old.jpg"
+    photo.write_bytes(jpeg(40))
+    with running(settings_for(env_paths, tiny_model), env_paths, [root]) as daemon:
+        wait_for(lambda: all_scored(daemon, [photo]) and idle(daemon))
+        row = daemon.db.get(photo)
+        assert row.fingerprint.startswith(decoding.FINGERPRINT_PREFIX)
+        assert daemon.worker is not None
+        pixels = decoding.decode(photo, max_pixels=10**8,
+                                 min_short_side=daemon.worker.scorer.model.info.min_short_side)
+        digest = hashlib.blake2b(repr(pixels.rgb.shape).encode(), digest_size=16)
+        digest.update(pixels.rgb.tobytes())
+        daemon.db.record_scored(photo, row.stat, fingerprint=digest.hexdigest(), score=row.score,
+                                label=row.label, model=row.model or "", policy=row.policy,
+                                verdict=row.verdict, counted=False)
+        subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Title=edited",
+                        str(photo)], check=True)
+        wait_for(lambda: daemon.counts.get("touched") == 1 and idle(daemon))
+        assert daemon.db.get(photo).scored_count == 1
+        assert daemon.db.get(photo).fingerprint == digest.hexdigest()
+        new = root / ".old.jpg.tmp"
+        new.write_bytes(jpeg(220))
+        os.replace(new, photo)
+        wait_for(lambda: daemon.db.get(photo).scored_count == 2 and idle(daemon))
+        assert daemon.db.get(photo).fingerprint.startswith(decoding.FINGERPRINT_PREFIX)
 
 
 def test_failures_are_recorded_and_retried_only_when_transient(tmp_path, tiny_model, env_paths):

@@ -22,7 +22,13 @@ from images import (
 from PIL import Image, ImageOps
 
 from iqs_daemon import errors
-from iqs_daemon.decoding import apply_orientation, decode, reduction_factor
+from iqs_daemon.decoding import (
+    FINGERPRINT_PREFIX,
+    apply_orientation,
+    decode,
+    reduction_factor,
+    same_pixels,
+)
 from iqs_daemon.imageheaders import find_jpeg_streams, parse_jpeg_header
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
@@ -51,8 +57,10 @@ def assert_record(decoded, path: Path) -> None:
     assert decoded.path == path
     assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
     assert rgb.flags.c_contiguous and not rgb.flags.writeable
-    assert len(decoded.fingerprint) == 32
-    int(decoded.fingerprint, 16)
+    assert decoded.fingerprint.startswith(FINGERPRINT_PREFIX)
+    digest = decoded.fingerprint.removeprefix(FINGERPRINT_PREFIX)
+    assert len(digest) == 32
+    int(digest, 16)
 
 
 def colour_at(rgb: np.ndarray, where: str) -> np.ndarray:
@@ -389,6 +397,49 @@ def test_fingerprint_changes_with_the_picture(tmp_path: Path) -> None:
     pixels[300, 400] ^= 1
     second = decode_full(write(tmp_path, "b.png", encode(pixels, ".png")))
     assert first.fingerprint != second.fingerprint
+
+
+def test_fingerprint_changes_with_one_pixel_of_a_reduced_jpeg(tmp_path: Path) -> None:
+    pixels = noise_photo(1600, 1200)
+    first = decode(write(tmp_path, "a.jpg", encode(pixels, ".jpg", cv2.IMWRITE_JPEG_QUALITY, 95)),
+                   min_short_side=600, max_pixels=MAX_PIXELS)
+    pixels[700, 900] = 255 - pixels[700, 900]
+    second = decode(write(tmp_path, "b.jpg", encode(pixels, ".jpg", cv2.IMWRITE_JPEG_QUALITY, 95)),
+                    min_short_side=600, max_pixels=MAX_PIXELS)
+    assert first.source == second.source == "jpeg 1/2"
+    assert first.fingerprint != second.fingerprint
+    assert not same_pixels(first.fingerprint, second)
+    assert same_pixels(first.fingerprint, first)
+
+
+def blake2b_fingerprint(rgb: np.ndarray) -> str:
+    """The first fingerprint format, written out here as it shipped (not imported), so a
+    change to the product's copy cannot make old fingerprints silently stop matching."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr(rgb.shape).encode())
+    digest.update(np.ascontiguousarray(rgb).data)
+    return digest.hexdigest()
+
+
+def test_fingerprints_of_earlier_versions_still_match(tmp_path: Path) -> None:
+    pyexiv2 = pytest.importorskip("pyexiv2")
+    pixels = noise_photo(800, 600)
+    photo = write(tmp_path, "a.jpg", encode(pixels, ".jpg"))
+    old = blake2b_fingerprint(decode_full(photo).rgb)  # what an earlier version stored
+    before = photo.read_bytes()
+    with pyexiv2.Image(str(photo)) as image:  # then the metadata is edited
+        image.modify_xmp({"Xmp.xmp.Rating": "2", "Xmp.dc.title": {"lang=\"x-default\"": old}})
+    assert photo.read_bytes() != before
+    edited = decode_full(photo)
+    assert edited.fingerprint != old  # a new format ...
+    assert same_pixels(old, edited)  # ... that still recognises the old one
+    pixels[10, 10] ^= 4
+    changed = decode_full(write(tmp_path, "b.jpg", encode(pixels, ".jpg")))
+    assert not same_pixels(old, changed)
+    for unknown in ("", "fp1", old.upper(), "p9:" + old, FINGERPRINT_PREFIX + old[:-1]):
+        assert not same_pixels(unknown, edited)
 
 
 def test_fingerprint_depends_on_shape(tmp_path: Path) -> None:

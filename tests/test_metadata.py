@@ -736,3 +736,25 @@ def test_module_level_functions_use_a_default_writer(settings, tmp_path):
     assert stored.score == 45.0
     assert stored.diagnostics["blur"] == 0.02
     assert stored.to_json()["label"] == "Pending"
+
+
+@needs_exiv2
+@pytest.mark.parametrize("in_kernel", [True, False])
+def test_the_copy_before_a_write_keeps_every_byte_either_way(writer, settings, tmp_path,
+                                                            monkeypatch, in_kernel):
+    """The photo is copied by copy_file_range where the kernel has it, else read and
+    written: both give the photo back with its pixels and other metadata untouched."""
+    if not in_kernel:
+        monkeypatch.delattr(os, "copy_file_range", raising=False)
+    photo = sample("LadyBird.jpg", tmp_path, sub="photos")
+    before = photo.read_bytes()
+    source, copy = tmp_path / "source.bin", tmp_path / "copy.bin"
+    source.write_bytes(before + bytes(range(256)) * 4099)  # larger than one call may copy
+    with source.open("rb") as src, copy.open("wb") as out:
+        assert metadata._copy_in_kernel(src.fileno(), out.fileno()) is in_kernel
+    if in_kernel:
+        assert copy.read_bytes() == source.read_bytes()
+    writer.write_verdict(photo, ACCEPTED, "fp-copy", settings)
+    assert jpeg_scan(photo.read_bytes()) == jpeg_scan(before)
+    assert metadata.read_stored(photo, settings).fingerprint == "fp-copy"
+    assert temp_files(photo.parent) == []
