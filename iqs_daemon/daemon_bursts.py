@@ -48,6 +48,30 @@ def _hand_pick(p: Pass, path: Path) -> PickLabel | None:
     return next((pick for pick in PickLabel if pick.title == by_hand), None)
 
 
+class HandPicks:
+    """The pick labels users set on earlier frames, read again only when a file that holds
+    them (the photo or a sidecar) changed: each new frame looks at up to ``MAX_FRAMES``
+    neighbours, and reading every one's XMP made a 1,000-photo burst quadratic."""
+
+    LIMIT = 4096  # photos remembered; then it starts afresh
+
+    def __init__(self) -> None:
+        self._known: dict[Path, tuple[object, PickLabel | None]] = {}
+
+    def of(self, p: Pass, path: Path) -> PickLabel | None:
+        if p.replace_hand_labels:
+            return None
+        files = p.metadata.read_identity(path, p.settings)
+        known = self._known.get(path)
+        if known is not None and known[0] == files:
+            return known[1]
+        pick = _hand_pick(p, path)
+        if len(self._known) >= self.LIMIT:
+            self._known.clear()
+        self._known[path] = (files, pick)
+        return pick
+
+
 def _neighbours(db: StateDB, folder: Path, at: float, gap: float
                 ) -> list[tuple[Path, float, bytes, bytes | None]]:
     """The folder's frames chained to ``at`` by gaps of at most ``gap`` seconds."""
@@ -61,9 +85,9 @@ def _neighbours(db: StateDB, folder: Path, at: float, gap: float
         low, high = wider
 
 
-def _earlier(p: Pass, db: StateDB, path: Path, at: float, embedding: bytes,
-             signature: bytes | None) -> tuple[bursts.Frame, Verdict, Verdict, Candidate,
-                                               str] | None:
+def _earlier(p: Pass, db: StateDB, hand_picks: HandPicks, path: Path, at: float,
+             embedding: bytes, signature: bytes | None
+             ) -> tuple[bursts.Frame, Verdict, Verdict, Candidate, str] | None:
     """An earlier frame: its Frame, policy verdict, stored verdict, candidate and
     fingerprint; None when it is gone or carries no verdict of ours in the state."""
     row = db.get(path)
@@ -81,7 +105,7 @@ def _earlier(p: Pass, db: StateDB, path: Path, at: float, embedding: bytes,
         return None
     frame = bursts.Frame(path, at, np.frombuffer(embedding, np.float16).astype(np.float32),
                          Signature.from_bytes(signature) if signature else None,
-                         stored.exposure, stored.score, _hand_pick(p, path))
+                         stored.exposure, stored.score, hand_picks.of(p, path))
     return frame, base, stored, Candidate(path, st.st_size, st.st_mtime_ns), row.fingerprint
 
 
@@ -91,9 +115,10 @@ class RegroupWithEarlier:
     writer with its place in the burst, followed by every earlier frame whose verdict
     changed. Grouping is a bonus: when it fails, the frame's own verdict goes out."""
 
-    def __init__(self, p: Pass, db: StateDB):
+    def __init__(self, p: Pass, db: StateDB, hand_picks: HandPicks | None = None):
         self.p = p
         self.db = db
+        self.hand_picks = hand_picks or HandPicks()
 
     def push(self, scored: Scored) -> list[Decided]:
         try:
@@ -114,7 +139,7 @@ class RegroupWithEarlier:
         db.put_frame(path, frame.captured_at, frame.embedding.astype(np.float16).tobytes(),
                      signature)
         config = p.burst_settings
-        found = [_earlier(p, db, other, t, e, s)
+        found = [_earlier(p, db, self.hand_picks, other, t, e, s)
                  for other, t, e, s in _neighbours(db, path.parent, frame.captured_at,
                                                    config.max_gap_seconds) if other != path]
         earlier = [f for f in found if f is not None]

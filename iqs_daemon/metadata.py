@@ -287,6 +287,11 @@ class MetadataWriter:
                 return tags
         return self._read_file(photo, file, kind)
 
+    def read_identity(self, photo: Path, settings: Settings) -> tuple[object, ...]:
+        """Changes whenever what ``read_stored`` would read changes: each file it reads,
+        with its inode, size and mtime."""
+        return tuple((file, _read_identity(file)) for file, _ in self._candidates(photo, settings))
+
     def _candidates(self, photo: Path, settings: Settings) -> Iterator[tuple[Path, str]]:
         """The files to read, the one we write to first."""
         target = target_for(photo, settings)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from . import bursts
 from .burst_stage import Framed, HoldBursts, order_by_capture
-from .daemon_bursts import RegroupWithEarlier
+from .daemon_bursts import HandPicks, RegroupWithEarlier
 from .metadata import MetadataWriter
 from .model import QualityModel
 from .records import Candidate
@@ -128,7 +128,8 @@ def batch_size_for(settings: Settings, providers: list[str]) -> int:
     return CPU_BATCH_SIZE if providers[0] == "CPUExecutionProvider" else GPU_BATCH_SIZE
 
 
-def build_stages(p: Pass, batch_size: int, *, frames: StateDB | None = None) -> list[Stage]:
+def build_stages(p: Pass, batch_size: int, *, frames: StateDB | None = None,
+                 hand_picks: HandPicks | None = None) -> list[Stage]:
     """The stages of a pass, in order: the one place that says what happens to a photo.
 
     ``p.rescore`` drops the reuse of stored verdicts; ``p.group_bursts`` adds the
@@ -146,7 +147,7 @@ def build_stages(p: Pass, batch_size: int, *, frames: StateDB | None = None) -> 
     if p.group_bursts:
         stages.append(Hold(HoldBursts(p), takes=Scored))
     elif frames is not None and p.framing:
-        stages.append(Hold(RegroupWithEarlier(p, frames), takes=Scored))
+        stages.append(Hold(RegroupWithEarlier(p, frames, hand_picks), takes=Scored))
     stages.append(Serial(partial(write, p), takes=Decided))
     return stages
 
@@ -189,6 +190,7 @@ class Scorer:
         # One writer thread: exiv2 calls are serialised anyway, and writes then overlap
         # with decoding and inference instead of stalling them.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="iqs-write")
+        self._hand_picks = HandPicks()  # the daemon's earlier frames, across passes
 
     def close(self) -> None:
         self._decoders.shutdown(wait=True, cancel_futures=True)
@@ -214,7 +216,8 @@ class Scorer:
                frames: StateDB | None = None) -> list[Stage]:
         """This scorer's stage list; ``frames``: the daemon's state, for its bursts."""
         p = self.pass_for(pixels_changed=pixels_changed)
-        return build_stages(p, self.batch_size, frames=frames if self.keeps_frames else None)
+        return build_stages(p, self.batch_size, frames=frames if self.keeps_frames else None,
+                            hand_picks=self._hand_picks)
 
     def process(self, candidates: Iterable[Candidate], *,
                 pixels_changed: frozenset[Path] = frozenset(),

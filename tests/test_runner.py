@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -11,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from iqs_daemon.config import Paths, load_settings
+from iqs_daemon.daemon_bursts import HandPicks
 from iqs_daemon.discovery import iter_candidates
 from iqs_daemon.errors import InputError
 from iqs_daemon.pipeline import Scorer, Status
+from iqs_daemon.records import PickLabel
 from iqs_daemon.runner import (
     Batch,
     Hold,
@@ -160,3 +163,21 @@ def test_adding_a_stage_is_one_line_in_the_stage_list(tmp_path, tiny_model):
     assert all(o.status == Status.SCORED and o.write.written
                for n, o in outcomes.items() if n not in small)
     assert all((folder / n).read_bytes() == before[n] for n in small)  # never written
+
+
+@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool not installed")
+def test_a_pick_set_by_hand_on_an_earlier_frame_is_read_again_once_its_file_changes(
+        tmp_path, tiny_model):
+    photo = tmp_path / "frame.jpg"
+    shutil.copy(SAMPLES / "Dune.jpg", photo)
+    with scorer_for(tmp_path, tiny_model, 1) as scorer:
+        p, picks = scorer.pass_for(), HandPicks()
+        assert picks.of(p, photo) is None
+        sidecar = Path(f"{photo}.xmp")
+        subprocess.run(["exiftool", "-q", "-XMP-digiKam:PickLabel=1", "-o", str(sidecar),
+                        str(photo)], check=True)  # digiKam sets Rejected, in a sidecar
+        assert picks.of(p, photo) is PickLabel.REJECTED
+        subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-digiKam:PickLabel=3",
+                        str(sidecar)], check=True)
+        os.utime(sidecar, ns=(1, 1))  # even with an mtime from the past
+        assert picks.of(p, photo) is PickLabel.ACCEPTED
