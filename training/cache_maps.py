@@ -303,7 +303,7 @@ def main() -> None:
     )
     parser.add_argument("--biq", type=Path, required=True)
     parser.add_argument("--backbone", default="lite0")
-    parser.add_argument("--distorted", type=int, default=256)
+    parser.add_argument("--distorted", type=int, default=128)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     print(cache_rated(args.biq, args.backbone))

@@ -6,6 +6,10 @@ The graph takes the product's two views as uint8 RGB NHWC (``image`` 512 px whol
 ``detail`` a 256 px crop at decode resolution) and returns ``score`` (0..100), one 0..1
 strength per diagnostic and a 320-value L2-normalised ``embedding``. Everything the
 product needs to know about it is written into ``metadata_props`` (see iqs_daemon/model.py).
+
+A fine-tuned checkpoint (training/finetune.py) exports as it is, or with ``--blend W`` as
+the blend of its fine-tuned half and a frozen one (``BlendedModel``; the frozen heads are
+its stage A's, or ``--frozen-heads`` a head.pt or an exported file's), see models/README.md.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import onnx
 import torch
 from torch import nn
 
-from .backbone import MLSPBackbone, load_efficientnet_lite
+from .backbone import MLSPBackbone, _mean_std, load_efficientnet_lite
 from .features import DETAIL_SIZE, IMAGE_SIZE, MIN_SHORT_SIDE
 from .head import DIAGNOSTICS, Ensemble, QualityHead
 from .signals import PixelSignals
@@ -57,6 +61,122 @@ class QualityModel(nn.Module):
         return (score, *diagnostics.unbind(dim=1), embedding)
 
 
+class BlendedModel(nn.Module):
+    """2.0's blend: one shared frozen trunk (blocks before ``cut``), then two tails, the
+    ImageNet one read by the frozen heads (1.1's recipe) and the fine-tuned one read by
+    the fine-tuned heads; score and diagnostics are ``weight`` x fine-tuned + the rest x
+    frozen. The embedding is the frozen tail's, the same values 1.1 gave, so near-duplicate
+    grouping keeps its calibration."""
+
+    def __init__(self, frozen: MLSPBackbone, tuned: MLSPBackbone, cut: int,
+                 frozen_heads: Ensemble, tuned_heads: Ensemble, signals: PixelSignals,
+                 weight: float):
+        super().__init__()
+        self.frozen, self.tuned, self.cut = frozen, tuned, cut
+        self.frozen_heads, self.tuned_heads = frozen_heads, tuned_heads
+        self.signals = signals
+        self.weight = weight
+
+    def _features(self, pixels: torch.Tensor):
+        x = pixels.permute(0, 3, 1, 2).float()
+        x = (x - self.frozen.mean) / self.frozen.std
+        net = self.frozen.net
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        ends, early = set(self.frozen.stage_ends), []
+        for i in range(self.cut):
+            x = net._blocks[i](x)
+            if i in ends:
+                early.append(_mean_std(x))
+        out = []
+        for backbone in (self.frozen, self.tuned):
+            y, late, last_stage = x, [], x
+            for i in range(self.cut, len(backbone.net._blocks)):
+                y = backbone.net._blocks[i](y)
+                if i in ends:
+                    late.append(_mean_std(y))
+                    last_stage = y
+            y = backbone.net._swish(backbone.net._bn1(backbone.net._conv_head(y)))
+            late.append(_mean_std(y))
+            out.append((torch.cat([*early, *late], dim=1), last_stage))
+        (frozen_features, last_stage), (tuned_features, _) = out
+        embedding = nn.functional.normalize(last_stage.mean(dim=(2, 3)), dim=1)
+        return frozen_features, tuned_features, embedding
+
+    def forward(self, image: torch.Tensor, detail: torch.Tensor):
+        fi, ti, embedding = self._features(image)
+        fd, td, _ = self._features(detail)
+        si, sd = self.signals(image), self.signals(detail)
+        s_a, d_a = self.frozen_heads(torch.cat([fi, si, fd, sd], dim=1))
+        s_b, d_b = self.tuned_heads(torch.cat([ti, si, td, sd], dim=1))
+        w = self.weight
+        score = torch.clamp((w * s_b + (1 - w) * s_a) * 100.0, 0.0, 100.0)
+        diagnostics = w * d_b + (1 - w) * d_a
+        return (score, *diagnostics.unbind(dim=1), embedding)
+
+
+def _ensemble(checkpoint: dict, state_key: str) -> Ensemble:
+    dim = checkpoint["feature_dim"]
+    heads = [QualityHead(torch.zeros(dim), torch.ones(dim), hidden=checkpoint["hidden"])
+             for _ in range(checkpoint["heads"])]
+    ensemble = Ensemble(heads)
+    ensemble.load_state_dict(checkpoint[state_key])
+    return ensemble.eval()
+
+
+def heads_from_onnx(path: Path, hidden: int = 256) -> Ensemble:
+    """The heads of an exported file (int8 weights read back as float): the same values
+    the file computes with, so they re-quantise to the same int8 weights."""
+    from onnx import numpy_helper
+
+    values = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    count = len({n.split(".")[2] for n in values if n.startswith("ensemble.heads.")})
+    heads = []
+    for k in range(count):
+        prefix = f"ensemble.heads.{k}."
+        # the export stores buffers shared by every head once, under the first head's name
+        mean = values.get(prefix + "mean", values["ensemble.heads.0.mean"])
+        std = values.get(prefix + "std", values["ensemble.heads.0.std"])
+        head = QualityHead(torch.from_numpy(mean.copy()), torch.from_numpy(std.copy()),
+                           hidden=hidden)
+        state = head.state_dict()
+        for layer in ("body.1", "score", "diagnostics"):
+            q = prefix + layer + ".weight_Transposed_"
+            weight = ((values[q + "quantized"].astype(np.float32)
+                       - values[q + "zero_point"].astype(np.float32)) * values[q + "scale"])
+            state[layer + ".weight"] = torch.from_numpy(np.ascontiguousarray(weight.T))
+            state[layer + ".bias"] = torch.from_numpy(values[prefix + layer + ".bias"].copy())
+        head.load_state_dict(state)
+        heads.append(head)
+    return Ensemble(heads).eval()
+
+
+def frozen_heads(path: Path) -> Ensemble:
+    """The frozen half's heads: training.train's checkpoint (``head.pt``), or the heads of
+    an exported int8 file (1.1's ``iqs-quality.onnx``)."""
+    if path.suffix == ".onnx":
+        return heads_from_onnx(path)
+    return _ensemble(torch.load(path, map_location="cpu", weights_only=False), "state")
+
+
+def load_blended(head_path: Path, weight: float,
+                 frozen_from: Path | None = None) -> tuple[BlendedModel, dict]:
+    """A fine-tuned checkpoint (training/finetune.py) as the frozen/fine-tuned blend; the
+    trunk before the first fine-tuned block is the same in both, so it runs once. The
+    frozen half's heads are the checkpoint's stage A, or ``frozen_from``'s."""
+    checkpoint = torch.load(head_path, map_location="cpu", weights_only=False)
+    cut = checkpoint["fine_tuned_from_block"]
+    name = checkpoint.get("backbone", "lite0")
+    frozen = MLSPBackbone(load_efficientnet_lite(name))
+    tuned = MLSPBackbone(load_efficientnet_lite(name))
+    tuned.net.load_state_dict(checkpoint["backbone_state"])
+    heads = (frozen_heads(frozen_from) if frozen_from is not None
+             else _ensemble(checkpoint, "frozen_heads_state"))
+    model = BlendedModel(frozen, tuned, cut, heads, _ensemble(checkpoint, "state"),
+                         PixelSignals(), weight)
+    checkpoint = {**checkpoint, "blend": weight}
+    return model.eval(), checkpoint
+
+
 def load_trained(head_path: Path, backbone_name: str = "lite0") -> tuple[QualityModel, dict]:
     checkpoint = torch.load(head_path, map_location="cpu", weights_only=False)
     dim = checkpoint["feature_dim"]
@@ -72,7 +192,7 @@ def load_trained(head_path: Path, backbone_name: str = "lite0") -> tuple[Quality
     return model.eval(), checkpoint
 
 
-def export(model: QualityModel, checkpoint: dict, out: Path, version: str,
+def export(model: nn.Module, checkpoint: dict, out: Path, version: str,
            int8: bool = False) -> str:
     """Write the ONNX file (and ``NAME.sha256``); ``int8`` quantises the heads' weights."""
     image = torch.zeros(2, IMAGE_SIZE, IMAGE_SIZE, 3, dtype=torch.uint8)
@@ -102,6 +222,9 @@ def export(model: QualityModel, checkpoint: dict, out: Path, version: str,
                                     "signals": "37 measured pixel signals per view"
                                     if checkpoint.get("signals") else "none",
                                     "heads": checkpoint["heads"],
+                                    **({"blend": f"{checkpoint['blend']} fine-tuned, "
+                                                 f"{1 - checkpoint['blend']} frozen"}
+                                       if "blend" in checkpoint else {}),
                                     "weights": "heads int8 (dynamic), backbone float32" if int8
                                     else "float32"}),
     }
@@ -138,7 +261,7 @@ def quantize_heads(path: Path) -> None:
 
 
 @torch.no_grad()
-def parity(model: QualityModel, onnx_path: Path,
+def parity(model: nn.Module, onnx_path: Path,
            samples: list[tuple[np.ndarray, np.ndarray]]) -> float:
     """Largest absolute difference between torch and ONNX Runtime over every output."""
     import onnxruntime as ort
@@ -160,8 +283,17 @@ def main() -> None:
     parser.add_argument("--int8", action="store_true", help="quantise the heads' weights to int8")
     parser.add_argument("--samples", type=Path, nargs="*", default=[],
                         help="photos for the torch-vs-ONNX parity check")
+    parser.add_argument("--blend", type=float, default=None,
+                        help="with a fine-tuned checkpoint: weight of the fine-tuned half of "
+                             "a frozen/fine-tuned blend (training/finetune.py reports them)")
+    parser.add_argument("--frozen-heads", type=Path, default=None,
+                        help="--blend: the frozen half's heads, training.train's head.pt or an "
+                             "exported .onnx (default: the checkpoint's stage A)")
     args = parser.parse_args()
-    model, checkpoint = load_trained(args.head)
+    if args.blend is not None:
+        model, checkpoint = load_blended(args.head, args.blend, args.frozen_heads)
+    else:
+        model, checkpoint = load_trained(args.head)
     digest = export(model, checkpoint, args.out, args.version, int8=args.int8)
     print(f"{args.out}: sha256 {digest}, {args.out.stat().st_size / 1e6:.1f} MB")
     if args.samples:

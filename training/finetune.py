@@ -16,6 +16,9 @@ B. blocks ``--first``-15 (default 15: stage 7 only; ``CUT`` = 13 reaches back in
    cache_maps.ALL_FAMILIES (motion blur and disk defocus beside the protocol's five; both
    feed the blur diagnostic).
 
+After stage B it also reports blends of both stages' predictions (W x fine-tuned +
+(1 - W) x stage A), which ``training.export --blend W`` builds as one graph.
+
 ``--holdout ss01`` leaves one BIQ2021 subset out of training and reports on it, for
 stage A and stage B alike: the generalisation check of models/README.md.
 
@@ -27,6 +30,7 @@ cores), then ``python -m training.export --head training/runs/finetuned.pt --int
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import time
@@ -207,6 +211,16 @@ def predict_cache(
     return s[back], d[back]
 
 
+@torch.no_grad()
+def predict_frozen(ensemble: Ensemble, cache: Cache, rows: np.ndarray) -> np.ndarray:
+    """Stage A's heads on the frozen backbone's features (1.1's recipe)."""
+    order = np.argsort(rows)
+    score = frozen.predict(ensemble, cache.frozen_features(rows[order]))[0]
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))
+    return score[back]
+
+
 def direction_report(score: np.ndarray, diag: np.ndarray, reject_below: float) -> dict:
     """score (n_sets, SET_ROWS), diag (n_sets, SET_ROWS, 5): per family, the share of steps
     where the score fell (and the diagnostic rose)."""
@@ -271,6 +285,7 @@ def run(
         for seed in range(cfg.heads)
     ]
     ensemble = Ensemble(heads).eval()
+    stage_a = copy.deepcopy(ensemble)  # kept as it is: the blend's frozen half
     figures: dict = {"stage_a_seconds": round(time.perf_counter() - started)}
 
     def evaluate(label: str, predict) -> None:
@@ -392,6 +407,17 @@ def run(
         reject_below,
     )
     pred_val, _ = predict_cache(tail, ensemble, rated, val, fdim)
+    frozen_val = predict_frozen(stage_a, rated, val)
+    for weight in (0.25, 0.5, 0.75):
+        blend = weight * pred_val + (1 - weight) * frozen_val
+        figures[f"blend{weight}_val"] = {"srocc": srocc(blend, mos[val]),
+                                         "plcc": plcc(blend, mos[val])}
+        if holdout:
+            p_held = (weight * predict_cache(tail, ensemble, rated, held_rows, fdim)[0]
+                      + (1 - weight) * predict_frozen(stage_a, rated, held_rows))
+            figures[f"blend{weight}_holdout_{holdout}"] = {
+                "srocc": srocc(p_held, mos[held_rows]), "plcc": plcc(p_held, mos[held_rows])}
+    log.info("blends: %s", {k: v for k, v in figures.items() if k.startswith("blend")})
     clean = d_chk.reshape(len(check_sets), SET_ROWS, -1)[:, 0]
     thresholds = frozen.fit_thresholds(pred_val * 100, mos[val], tertiles, clean)
     checkpoint = {
@@ -409,6 +435,7 @@ def run(
         "backbone": backbone,
         "fine_tuned_from_block": cfg.first,
         "backbone_state": bb.net.state_dict(),
+        "frozen_heads_state": stage_a.state_dict(),  # for training.export --blend
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, out)
@@ -421,7 +448,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--backbone", default="lite0")
-    parser.add_argument("--distorted", type=int, default=256, help="photos in the distortion cache")
+    parser.add_argument("--distorted", type=int, default=128, help="photos in the distortion cache")
     parser.add_argument("--holdout", default=None, help="a subset to leave out, e.g. ss01")
     parser.add_argument("--epochs", type=int, default=FineTuneConfig.epochs)
     parser.add_argument("--head-epochs", type=int, default=FineTuneConfig.head_epochs)
