@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import vocabulary
 from .errors import ModelError
 from .records import Scores
 
@@ -98,7 +99,7 @@ def file_sha256(path: Path) -> str:
 def _read_info(path: Path, meta: dict[str, str], sha256: str) -> ModelInfo:
     try:
         inputs = json.loads(meta["iqs.inputs"])
-        return ModelInfo(
+        info = ModelInfo(
             name=meta["iqs.name"],
             version=meta["iqs.version"],
             path=path,
@@ -114,6 +115,11 @@ def _read_info(path: Path, meta: dict[str, str], sha256: str) -> ModelInfo:
     except (KeyError, ValueError, TypeError) as exc:
         reason = f"not an iqs-daemon model (metadata {exc} missing or bad)"
         raise ModelError(f"{path}: {reason}") from exc
+    strange = vocabulary.unknown(info.diagnostics)
+    if strange:
+        raise ModelError(f"{path}: diagnostics this version cannot write or show: "
+                         f"{', '.join(strange)} (known: {', '.join(vocabulary.DIAGNOSTICS)})")
+    return info
 
 
 def choose_providers(device: str, available: list[str]) -> list[str]:

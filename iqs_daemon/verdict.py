@@ -34,6 +34,7 @@ import numpy as np
 from .errors import ConfigError
 from .exposure import ExposureFacts
 from .records import PickLabel, Scores, Verdict
+from .vocabulary import LOW_QUALITY, REASONS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -44,15 +45,6 @@ if TYPE_CHECKING:
 #: Bump when the rules below change meaning, so every stored verdict is re-decided.
 POLICY_VERSION = 2
 
-#: diagnostic output -> the reason shown to the user and written to XMP.
-REASONS: dict[str, str] = {
-    "blur": "blurred",
-    "noise": "noisy",
-    "compression": "compressed",
-    "underexposure": "underexposed",
-    "overexposure": "overexposed",
-}
-LOW_QUALITY = "low overall quality"
 
 #: The default cut-offs on the 0..100 score (a predicted mean opinion score) and on the
 #: 0..1 diagnostics; ``benchmarks/verdict_policy.py`` shows how they were chosen. A model
@@ -204,7 +196,7 @@ def reasons_for(
     if label is PickLabel.ACCEPTED:
         return ()
     reasons = tuple(
-        REASONS.get(name, name) for _, name in true_defects(diagnostics, facts, p.reason_threshold)
+        REASONS[name] for _, name in true_defects(diagnostics, facts, p.reason_threshold)
     )
     if not reasons and score < p.reject_below:
         return (LOW_QUALITY,)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .exposure import ExposureFacts
 from .records import PickLabel
+from .vocabulary import BY_NAME, DIAGNOSTICS
 from .xmp_worker import IQS_PREFIX
 
 if TYPE_CHECKING:
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
     from .records import Burst, Verdict
 
 EXIF_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff"})  # EXIF ratings too
-DIAGNOSTICS = ("blur", "noise", "compression", "underexposure", "overexposure")
 # ExposureFacts field -> tag suffix (Xmp.iqs.Luminance, ...): stored so that a verdict can
 # be re-decided, reasons checked, without decoding the photo again.
 EXPOSURE_TAGS = {"median": "Luminance", "highlights": "Highlights", "shadows": "Shadows"}
@@ -195,7 +195,7 @@ def merge_stored(photo: Path, files: list[FileTags], problems: list[str]) -> Sto
     diagnostics: dict[str, float] = {}
     for name in DIAGNOSTICS:
         for tags in files:
-            number = _float(tags.get(IQS + name.capitalize()))
+            number = _float(tags.get(IQS + BY_NAME[name].tag_name))
             if number is not None:
                 diagnostics[name], sources[name] = number, tags.path
                 break
@@ -308,7 +308,8 @@ def plan_tags(
         xmp[IQS + suffix] = None if value is None else f"{value:g}"
     for name in DIAGNOSTICS:
         value = diagnostics.get(name)
-        xmp[IQS + name.capitalize()] = None if value is None else f"{min(max(value, 0.0), 1.0):.3f}"
+        xmp[IQS + BY_NAME[name].tag_name] = (None if value is None
+                                             else f"{min(max(value, 0.0), 1.0):.3f}")
     kept = not force and _user_labelled(current)
     exif: dict[str, str] = {}
     if not kept:

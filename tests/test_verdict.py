@@ -11,7 +11,8 @@ from iqs_daemon.config import Settings
 from iqs_daemon.errors import ConfigError
 from iqs_daemon.exposure import ExposureFacts, measure
 from iqs_daemon.records import PickLabel, Scores
-from iqs_daemon.verdict import DEFAULT_POLICY, LOW_QUALITY, Policy, decide
+from iqs_daemon.verdict import DEFAULT_POLICY, Policy, decide
+from iqs_daemon.vocabulary import LOW_QUALITY
 
 STARS = (56.7, 65.3, 74.0, 78.3, 84.6)
 POLICY = Policy(

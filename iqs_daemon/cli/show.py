@@ -18,7 +18,8 @@ from ..discovery import RAW_EXTENSIONS
 from ..errors import IqsError
 from ..metadata import MetadataWriter, StoredMetadata, hand_label
 from ..records import PickLabel
-from ..xmp_tags import DIAGNOSTICS, READ_KEYS
+from ..vocabulary import BY_NAME, KNOWN
+from ..xmp_tags import READ_KEYS
 from .app import ExitCode, app
 from .common import CONFIG_OPTION, SET_OPTION, settings_from
 
@@ -26,7 +27,7 @@ _VERDICT_ROWS = (
     ("Score", "score"),
     ("Label", "label"),
     ("Reasons", "reasons"),
-    *((name.capitalize(), name) for name in DIAGNOSTICS),
+    *((d.title, d.name) for d in KNOWN),
     ("Model", "model_name"),
     ("Model version", "model_version"),
     ("Scored at", "scored_at"),
@@ -78,7 +79,7 @@ def render(stored: StoredMetadata, source: str | None = None) -> Group:
     if not stored.has_verdict:
         table.add_row("iqs-daemon verdict", "none", "")
     for title, name in _VERDICT_ROWS:
-        value = stored.diagnostics.get(name) if name in DIAGNOSTICS else getattr(stored, name)
+        value = stored.diagnostics.get(name) if name in BY_NAME else getattr(stored, name)
         if value not in (None, ()):
             table.add_row(title, _text(value), labels[stored.sources[name]])
     if stored.has_verdict and source is not None:
