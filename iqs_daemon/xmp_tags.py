@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .discovery import JPEG_EXTENSIONS, TIFF_EXTENSIONS
 from .exposure import ExposureFacts
 from .records import PickLabel
 from .vocabulary import BY_NAME, DIAGNOSTICS
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .records import Burst, Verdict
 
-EXIF_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff"})  # EXIF ratings too
+EXIF_EXTENSIONS = JPEG_EXTENSIONS | TIFF_EXTENSIONS  # formats whose EXIF rating we keep in step
 # ExposureFacts field -> tag suffix (Xmp.iqs.Luminance, ...): stored so that a verdict can
 # be re-decided, reasons checked, without decoding the photo again.
 EXPOSURE_TAGS = {"median": "Luminance", "highlights": "Highlights", "shadows": "Shadows"}
