@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,7 @@ from .service import (
 )
 from .state import GONE, SKIPPED, FileStat, StateDB
 from .watching import Change, PendingChanges, WatchSet, WorkQueue
-from .worker import Worker
+from .worker import Worker, verdict_missing
 
 if TYPE_CHECKING:
     from .config import Paths, Settings
@@ -52,6 +53,20 @@ PRUNE_INTERVAL_SECONDS = 3600.0
 # Settings the running daemon cannot change (SIGHUP): they shape the watches.
 RESTART_SETTINGS = ("polling", "poll_interval_seconds", "follow_symlinks")
 MODEL_SETTINGS = ("model_path", "device")
+
+
+@dataclass(frozen=True)
+class ScanView:
+    """What the scanner thread reads of the settings and the scorer. The worker thread
+    owns both and publishes a new view, whole, when a reload replaces them."""
+
+    settings: Settings
+    model_label: str
+    policy: str
+
+    @classmethod
+    def of(cls, scorer: Scorer) -> ScanView:
+        return cls(scorer.settings, scorer.model.info.label, scorer.policy.identity)
 
 
 class Daemon:
@@ -82,6 +97,7 @@ class Daemon:
         self.started_at = time.time()
         self.ready = threading.Event()  # set once watching (tests wait on it)
         self._scanner_phase = "watching"  # written by the scanner thread only
+        self._scan_view: ScanView | None = None  # written by the worker thread only (reload)
         self._stopping = threading.Event()
         self._reload = threading.Event()
         self._scan_requests: queue.Queue[Path] = queue.Queue()
@@ -128,6 +144,7 @@ class Daemon:
             self.worker = Worker(db, self._load_scorer(self.settings), self.settings, self.roots,
                                  retry_base_seconds=self.retry_base_seconds,
                                  look_again=self._look_again)
+            self._scan_view = ScanView.of(self.worker.scorer)
             self.watches = WatchSet(
                 self.roots, self.pending, polling=self.settings.polling,
                 poll_interval_seconds=self.settings.poll_interval_seconds,
@@ -244,17 +261,18 @@ class Daemon:
 
     def _scan_root(self, root: Path) -> None:
         """Queue every photo below ``root`` that the state says needs a look."""
-        assert self.worker is not None
+        assert self.worker is not None and self._scan_view is not None
         if not root.is_dir():
             log.info("not scanning %s: it is not there", root)  # its rows stay as they are
             return
+        view = self._scan_view  # one reload's settings for the whole walk
         started, started_epoch, queued = time.monotonic(), time.time(), 0
-        recent = time.time() - max(self.settings.settle_seconds, 2.0)
+        recent = time.time() - max(view.settings.settle_seconds, 2.0)
         for candidate in discovery.iter_candidates(
-                [root], follow_symlinks=self.settings.follow_symlinks, on_skip=self.worker.skip):
+                [root], follow_symlinks=view.settings.follow_symlinks, on_skip=self.worker.skip):
             if self._stopping.is_set():
                 return
-            if not self._needs_look(candidate):
+            if not self._needs_look(candidate, view):
                 continue
             queued += 1
             if candidate.mtime_ns / 1e9 > recent:  # may still be copying: let it settle
@@ -268,17 +286,16 @@ class Daemon:
         log.info("scanned %s: %d photos to look at (%.1f s)", root, queued,
                  time.monotonic() - started)
 
-    def _needs_look(self, candidate: Candidate) -> bool:
+    def _needs_look(self, candidate: Candidate, view: ScanView) -> bool:
         assert self.worker is not None
         row = self.worker.db.get(candidate.path)
         if row is None or row.status in (GONE, SKIPPED):
             return True
         if row.stat != FileStat(candidate.size_bytes, candidate.mtime_ns):
             return True
-        scorer = self.worker.scorer
-        return row.status == "scored" and (row.model != self.worker.model_label
-                                           or row.policy != scorer.policy.identity
-                                           or self.worker.verdict_missing(candidate.path))
+        return row.status == "scored" and (row.model != view.model_label
+                                           or row.policy != view.policy
+                                           or verdict_missing(candidate.path, view.settings))
 
     def _forget_vanished(self, root: Path) -> None:
         assert self.worker is not None
@@ -330,8 +347,9 @@ class Daemon:
                 log.warning("%s changed: restart the daemon to apply it", key)
         model_changed = scorer.model.info.label != old_scorer.model.info.label
         policy_changed = scorer.policy.identity != old_scorer.policy.identity
-        old_scorer.close()
         self.worker.scorer, self.worker.settings, self.settings = scorer, new, new
+        self._scan_view = ScanView.of(scorer)
+        old_scorer.close()  # after the swap: nothing reaches the old one any more
         self.pending.settle_seconds = new.settle_seconds
         log.info("configuration reloaded (model %s, policy %s)", scorer.model.info.label,
                  scorer.policy.identity)

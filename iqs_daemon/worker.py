@@ -203,16 +203,7 @@ class Worker:
 
     # -- restoring deleted metadata --------------------------------------------------------
     def verdict_missing(self, path: Path) -> bool:
-        """Cheap: the photo's verdict lives in a sidecar that is gone or no longer ours.
-
-        An embedded verdict cannot go missing without the photo's stat changing, which
-        ``triage`` looks at with the pixels.
-        """
-        try:
-            target = target_for(path, self.settings)
-        except IqsError:
-            return False
-        return target != path and not sidecars.carries_our_record(target)
+        return verdict_missing(path, self.settings)
 
     def _carries_verdict(self, path: Path) -> bool:
         try:
@@ -370,3 +361,16 @@ def _lstat(path: Path) -> FileStat | None:
     except OSError:
         return None
     return FileStat(st.st_size, st.st_mtime_ns)
+
+
+def verdict_missing(path: Path, settings: Settings) -> bool:
+    """Cheap: the photo's verdict lives in a sidecar that is gone or no longer ours.
+
+    An embedded verdict cannot go missing without the photo's stat changing, which
+    ``Worker.triage`` looks at with the pixels.
+    """
+    try:
+        target = target_for(path, settings)
+    except IqsError:
+        return False
+    return target != path and not sidecars.carries_our_record(target)
