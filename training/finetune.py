@@ -246,6 +246,7 @@ def run(
     out: Path,
     threads: int,
     max_steps: int = 0,
+    init_heads: Path | None = None,
 ) -> dict:
     torch.set_num_threads(threads)
     rated, dist = Cache(biq_cache), Cache(distorted)
@@ -280,11 +281,16 @@ def run(
     tcfg = frozen.TrainConfig(heads=cfg.heads, epochs=cfg.head_epochs)
     fit_set = frozen.Rated(x_fit, mos[fit])
     dist_set = frozen.Distorted(x_dist, protocol_sets, targets)
-    heads = [
-        frozen.train_head(seed, fit_set, dist_set, mean, std, tcfg, reject_below)
-        for seed in range(cfg.heads)
-    ]
-    ensemble = Ensemble(heads).eval()
+    if init_heads is not None:  # e.g. 1.1's own heads, read back from its file
+        from .export import frozen_heads
+
+        ensemble = frozen_heads(init_heads)
+    else:
+        heads = [
+            frozen.train_head(seed, fit_set, dist_set, mean, std, tcfg, reject_below)
+            for seed in range(cfg.heads)
+        ]
+        ensemble = Ensemble(heads).eval()
     stage_a = copy.deepcopy(ensemble)  # kept as it is: the blend's frozen half
     figures: dict = {"stage_a_seconds": round(time.perf_counter() - started)}
 
@@ -422,7 +428,7 @@ def run(
     thresholds = frozen.fit_thresholds(pred_val * 100, mos[val], tertiles, clean)
     checkpoint = {
         "state": ensemble.state_dict(),
-        "heads": cfg.heads,
+        "heads": len(ensemble.heads),
         "hidden": tcfg.hidden,
         "signals": True,
         "mirrored": False,
@@ -463,6 +469,11 @@ def main() -> None:
         "--max-steps", type=int, default=0, help="steps per epoch (0: all; smoke tests)"
     )
     parser.add_argument("--out", type=Path, default=frozen.RUNS / "finetuned.pt")
+    parser.add_argument(
+        "--init-heads", type=Path, default=None,
+        help="stage A's heads from here instead of training them: training.train's head.pt "
+             "or an exported .onnx (1.1's)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = FineTuneConfig(
@@ -483,6 +494,7 @@ def main() -> None:
         args.out,
         args.threads,
         args.max_steps,
+        args.init_heads,
     )
 
 
