@@ -34,7 +34,7 @@ from iqs_daemon import distortions
 from .backbone import MLSPBackbone, _mean_std, load_efficientnet_lite
 from .data import Rated, load_split, read_rgb
 from .extract import CACHE
-from .features import BANDS, Sample, rated_samples, session, upscale, views_of
+from .features import BANDS, Sample, distortion_plan, rated_samples, session, upscale, views_of
 from .signals import PixelSignals
 from .split import train_val_indices
 
@@ -132,30 +132,6 @@ def distort(rgb: np.ndarray, family: str, level: float, seed: int) -> np.ndarray
     if family == "defocus":
         return defocus(rgb, level, rng)
     return distortions.distort(rgb, family, level, seed=seed)
-
-
-def distortion_plan(items: list[Rated], seed: int) -> list[dict]:
-    """As features.distortion_plan, over ALL_FAMILIES: per photo one scale (1-4x), the
-    clean copy, then one random level in each band of each family (family-major)."""
-    rng = np.random.default_rng(seed)
-    plan = []
-    for idx in range(len(items)):
-        scale = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.25, 0.2, 0.25]))
-        group = len(plan) // (1 + 3 * len(ALL_FAMILIES))
-        plan.append(dict(item=idx, scale=scale, family="none", band=-1, level=0.0, group=group))
-        for family in ALL_FAMILIES:
-            for band, (lo, hi) in enumerate(ALL_BANDS[family]):
-                plan.append(
-                    dict(
-                        item=idx,
-                        scale=scale,
-                        family=family,
-                        band=band,
-                        level=float(rng.uniform(lo, hi)),
-                        group=group,
-                    )
-                )
-    return plan
 
 
 def planned_samples(items: list[Rated], plan: list[dict], start: int = 0) -> Iterator[Sample]:
@@ -282,7 +258,8 @@ def cache_distorted(biq: Path, name: str, count: int, seed: int = 7) -> Path:
     rng = np.random.default_rng(seed)
     fit, _ = train_val_indices(len(train))  # never distort validation photos
     chosen = [train[i] for i in sorted(rng.choice(fit, size=count, replace=False))]
-    plan = distortion_plan(chosen, seed)
+    # per photo one scale (1-4x), the clean copy, then one level in each band of each family
+    plan = distortion_plan(chosen, seed, ALL_FAMILIES, ALL_BANDS)
     done = _done(folder)
     if done < len(plan):
         fill(folder, planned_samples(chosen, plan, done), len(plan), name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,7 +124,8 @@ def upscale(rgb: np.ndarray, factor: int) -> np.ndarray:
     return cv2.resize(rgb, (w * factor, h * factor), interpolation=cv2.INTER_CUBIC)
 
 
-def distortion_plan(items: list[Rated], seed: int) -> list[dict]:
+def distortion_plan(items: list[Rated], seed: int, families: Sequence[str] = FAMILIES,
+                    bands: Mapping[str, Sequence[tuple[float, float]]] = BANDS) -> list[dict]:
     """For each photo: a scale, the clean reference and one random level in each band of
     each family. Scale 1 distorts the rated 512 px photo; scales 2-4 upscale it first
     (to 1-4 MP) and the views are then made as the product makes them (scale 4 is halved
@@ -136,8 +137,8 @@ def distortion_plan(items: list[Rated], seed: int) -> list[dict]:
         scale = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.25, 0.2, 0.25]))
         group = len(plan)
         plan.append(dict(item=idx, scale=scale, family="none", band=-1, level=0.0, group=group))
-        for family in FAMILIES:
-            for band, (lo, hi) in enumerate(BANDS[family]):
+        for family in families:
+            for band, (lo, hi) in enumerate(bands[family]):
                 plan.append(
                     dict(
                         item=idx,
