@@ -6,7 +6,9 @@ For each photo of at least ``min_megapixels``: decode it at full resolution, app
 family's three levels (``distortions.PROTOCOL``) to those pixels, write every copy to a
 temporary folder - lossless PNG, except the ``jpeg`` family whose copy *is* the re-encoded
 JPEG - and score the original file and its 15 copies with ``Scorer.process``, exactly as
-``iqs-daemon score`` would read them. One family's three copies exist at a time and are
+``iqs-daemon score`` would read them. Then the counter-check: two copies whose background
+is defocused around the sharp subject (``distortions.SOFT_BACKGROUND``), which must score
+as the original does. One family's three copies exist at a time and are
 deleted before the next, so memory and disk stay bounded whatever the folder holds.
 """
 
@@ -22,10 +24,11 @@ import cv2
 import numpy as np
 
 from . import decoding
-from .distortions import DIAGNOSTIC_OF_FAMILY, PROTOCOL, distort
+from .distortions import DIAGNOSTIC_OF_FAMILY, PROTOCOL, SOFT_BACKGROUND, distort, soft_background
 from .errors import DecodeError, IqsError
-from .evaluation import LevelScore
+from .evaluation import HeldScore, LevelScore
 from .records import Candidate, PickLabel
+from .vocabulary import REASONS
 
 if TYPE_CHECKING:
     from .pipeline import Outcome, Scorer
@@ -40,6 +43,7 @@ class ProtocolPhoto:
     path: Path
     megapixels: float
     levels: dict[str, tuple[LevelScore, ...]]
+    soft_background: tuple[HeldScore, ...]  # the original, then each SOFT_BACKGROUND level
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,36 @@ def level_score(outcome: Outcome, family: str) -> LevelScore:
     return LevelScore(verdict.score, verdict.label is PickLabel.REJECTED, diagnostic)
 
 
+def held_score(outcome: Outcome) -> HeldScore:
+    verdict = outcome.verdict
+    if verdict is None:
+        raise outcome.error or IqsError(f"{outcome.candidate.path}: not scored")
+    return HeldScore(
+        verdict.score,
+        int(verdict.label),
+        verdict.diagnostics.get("blur"),
+        REASONS["blur"] in verdict.reasons,
+    )
+
+
+def score_soft_background(
+    scorer: Scorer, rgb: np.ndarray, folder: Path, seed: int
+) -> list[Outcome]:
+    """The soft-background copies (PNG), scored and deleted like a family's."""
+    short_side = min(rgb.shape[:2])
+    paths: list[Path] = []
+    try:
+        for index, share in enumerate(SOFT_BACKGROUND, 1):
+            path = folder / f"soft-background-{index}.png"
+            soft = soft_background(rgb, share * short_side, np.random.default_rng(seed))
+            path.write_bytes(_encode(path, soft, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION]))
+            paths.append(path)
+        return list(scorer.process(candidate_for(path) for path in paths))
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+
 def score_family(
     scorer: Scorer, rgb: np.ndarray, family: str, folder: Path, seed: int
 ) -> list[Outcome]:
@@ -118,9 +152,11 @@ def check_photo(
             for family in PROTOCOL:
                 outcomes = score_family(scorer, decoded.rgb, family, Path(folder), seed)
                 levels[family] = tuple(level_score(o, family) for o in (original, *outcomes))
+            softened = score_soft_background(scorer, decoded.rgb, Path(folder), seed)
+            held = tuple(held_score(o) for o in (original, *softened))
     except IqsError as exc:
         return ProtocolSkip(candidate.path, _reason(exc, candidate.path), failed=True)
-    return ProtocolPhoto(candidate.path, megapixels, levels)
+    return ProtocolPhoto(candidate.path, megapixels, levels, held)
 
 
 def _reason(exc: IqsError, photo: Path) -> str:

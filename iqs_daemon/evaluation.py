@@ -4,6 +4,7 @@
     choose_scale(values, "auto") -> LabelScale     0..1, 1..5 or 0..100, mapped to 0..100
     summarise_labelled(scores, picks, labels) -> LabelledReport
     summarise_family(family, runs) -> FamilySummary
+    summarise_soft_background(runs) -> HoldSummary
 
 Only numpy and the standard library: ``iqs-daemon eval`` (``cli/eval_cmd.py``) and
 ``distortion_check.py`` do the scoring, this module the arithmetic, so it is tested by hand.
@@ -354,5 +355,46 @@ def summarise_family(family: str, runs: Sequence[Sequence[LevelScore]]) -> Famil
         score_fell=float(np.mean(np.diff(scores, axis=1) < 0)),
         strongest_rejected=float(np.mean([run[-1].rejected for run in runs])),
         diagnostic_rose=rose,
+        mean_scores=tuple(float(v) for v in scores.mean(axis=0)),
+    )
+
+
+#: A soft-background copy "holds" when it scores at most this much below its original.
+HOLD_POINTS = 5.0
+
+
+@dataclass(frozen=True)
+class HeldScore:
+    """What the product said about a photo, or its copy with a soft background."""
+
+    score: float
+    label: int  # PickLabel value: 1 Rejected, 2 Pending, 3 Accepted
+    blur: float | None  # the blur diagnostic, if the model has it
+    says_blurred: bool  # "blurred" among the verdict's reasons
+
+
+@dataclass(frozen=True)
+class HoldSummary:
+    photos: int
+    copies: int
+    held: float | None  # share of copies scoring at most HOLD_POINTS below the original
+    label_kept: float | None  # share whose pick label is not below the original's
+    new_blurred: float | None  # share that say "blurred" where the original did not
+    mean_scores: tuple[float, ...]  # original, then each level
+
+
+def summarise_soft_background(runs: Sequence[Sequence[HeldScore]]) -> HoldSummary:
+    """``runs``: per photo, the original then each soft-background copy."""
+    if not runs:
+        return HoldSummary(0, 0, None, None, None, ())
+    scores = np.array([[r.score for r in run] for run in runs], float)
+    labels = np.array([[r.label for r in run] for run in runs])
+    blurred = np.array([[r.says_blurred for r in run] for run in runs])
+    return HoldSummary(
+        photos=len(runs),
+        copies=scores[:, 1:].size,
+        held=float(np.mean(scores[:, 1:] >= scores[:, :1] - HOLD_POINTS)),
+        label_kept=float(np.mean(labels[:, 1:] >= labels[:, :1])),
+        new_blurred=float(np.mean(blurred[:, 1:] & ~blurred[:, :1])),
         mean_scores=tuple(float(v) for v in scores.mean(axis=0)),
     )

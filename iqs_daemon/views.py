@@ -55,11 +55,11 @@ def detail_view(rgb: np.ndarray, size: int) -> np.ndarray:
             interpolation=cv2.INTER_CUBIC,
         )
         h, w = rgb.shape[:2]
-    top, left = _most_detailed_window(rgb, size)
+    top, left = most_detailed_window(rgb, size)
     return np.ascontiguousarray(rgb[top : top + size, left : left + size])
 
 
-def _most_detailed_window(rgb: np.ndarray, size: int) -> tuple[int, int]:
+def most_detailed_window(rgb: np.ndarray, size: int) -> tuple[int, int]:
     """Top-left corner of the window with the highest Laplacian energy.
 
     Searched on a shrunken grey copy (window ~64 px there), on a grid of quarter windows,

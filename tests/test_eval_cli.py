@@ -23,9 +23,10 @@ from modelfactory import build_tiny_model
 from typer.testing import CliRunner
 
 from iqs_daemon.cli import app
-from iqs_daemon.distortions import PROTOCOL
+from iqs_daemon.distortions import PROTOCOL, SOFT_BACKGROUND
 from iqs_daemon.errors import DatasetError
 from iqs_daemon.evaluation import (
+    HeldScore,
     LabelRow,
     LevelScore,
     accuracy,
@@ -39,6 +40,7 @@ from iqs_daemon.evaluation import (
     rmse,
     srocc,
     summarise_family,
+    summarise_soft_background,
     tertile_classes,
 )
 
@@ -126,6 +128,20 @@ def test_family_summary_counts_steps_and_strongest_levels():
     assert summary.strongest_rejected == pytest.approx(0.5)
     assert summary.diagnostic_rose == pytest.approx(1.0)
     assert summary.mean_scores == (80.0, 77.5, 60.0, 35.0)
+
+
+def test_soft_background_summary_counts_what_held_by_hand():
+    photo_a = [HeldScore(70, 3, 0.05, False), HeldScore(66, 3, 0.1, False),
+               HeldScore(60, 2, 0.3, True)]  # fell 10 points, to Pending, and "blurred"
+    photo_b = [HeldScore(40, 2, 0.3, True), HeldScore(41, 2, 0.3, True),
+               HeldScore(39, 2, 0.3, True)]  # "blurred" already: not a new reason
+    summary = summarise_soft_background([photo_a, photo_b])
+    assert (summary.photos, summary.copies) == (2, 4)
+    assert summary.held == pytest.approx(3 / 4)
+    assert summary.label_kept == pytest.approx(3 / 4)
+    assert summary.new_blurred == pytest.approx(1 / 4)
+    assert summary.mean_scores == (55.0, 53.5, 49.5)
+    assert summarise_soft_background([]).held is None
 
 
 # --- reading labels -------------------------------------------------------------------
@@ -401,9 +417,18 @@ def test_distortion_protocol_on_a_folder(tmp_path, model, monkeypatch):
     assert over["diagnostic_rose"] == 1.0
     assert under["diagnostic_rose"] == 1.0
     assert under["mean_scores"] == sorted(under["mean_scores"], reverse=True)
+    soft = report["soft_background"]
+    assert soft["levels"] == list(SOFT_BACKGROUND)
+    assert (soft["photos"], soft["copies"]) == (2, 4)
+    # Defocusing keeps the mean brightness, so the brightness model's score holds.
+    assert soft["held"] == 1.0
+    assert soft["label_kept"] == 1.0
+    assert len(soft["mean_scores"]) == 3
     assert list(scratch.iterdir()) == []  # every copy deleted
     rows = list(csv.DictReader(save.open(encoding="utf-8")))
-    assert len(rows) == 2 * 5 * 4
+    assert len(rows) == 2 * 5 * 4 + 2 * 3
+    assert [r["level"] for r in rows if r["family"] == "soft_background"][:3] == [
+        "original", *(str(v) for v in SOFT_BACKGROUND)]
     assert {r["level"] for r in rows if r["family"] == "jpeg"} == {
         "original",
         "40.0",

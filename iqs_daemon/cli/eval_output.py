@@ -11,8 +11,17 @@ from rich.console import Console
 from rich.table import Table
 
 from ..distortion_check import ProtocolPhoto, ProtocolSkip
-from ..distortions import DIAGNOSTIC_OF_FAMILY, PROTOCOL
-from ..evaluation import CLASS_NAMES, FamilySummary, LabelledReport, LabelScale, ScoredPhoto
+from ..distortions import DIAGNOSTIC_OF_FAMILY, PROTOCOL, SOFT_BACKGROUND
+from ..evaluation import (
+    CLASS_NAMES,
+    HOLD_POINTS,
+    FamilySummary,
+    HoldSummary,
+    LabelledReport,
+    LabelScale,
+    ScoredPhoto,
+)
+from ..records import PickLabel
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -93,6 +102,7 @@ def protocol_json(
     skips: list[ProtocolSkip],
     model: str,
     min_megapixels: float,
+    soft: HoldSummary,
 ) -> dict[str, Any]:
     families = {}
     for s in summaries:
@@ -108,13 +118,23 @@ def protocol_json(
         "photos": len(photos),
         "min_megapixels": min_megapixels,
         "families": families,
+        "soft_background": {
+            "levels": list(SOFT_BACKGROUND),
+            "hold_points": HOLD_POINTS,
+            **asdict(soft),
+        },
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in skips if not s.failed],
         "failed": [{"path": str(s.path), "reason": s.reason} for s in skips if s.failed],
     }
 
 
 def print_protocol(
-    console: Console, summaries: list[FamilySummary], model: str, photos: int, skipped: int
+    console: Console,
+    summaries: list[FamilySummary],
+    model: str,
+    photos: int,
+    skipped: int,
+    soft: HoldSummary,
 ) -> None:
     table = Table(
         title=f"Distortion protocol: {photos} photos ({3 * photos} steps per family), "
@@ -139,6 +159,26 @@ def print_protocol(
         "the mean score per level. Levels: "
         + "; ".join(f"{f} {'/'.join(f'{v:g}' for v in levels)}" for f, levels in PROTOCOL.items())
         + ". A good model shows 100% in all three."
+    )
+    table = Table(
+        title=f"Soft background, which must cost nothing: {soft.copies} copies",
+        title_justify="left",
+    )
+    for name in ("held", "label kept", "new \"blurred\"", "orig.", "L1", "L2"):
+        table.add_column(name, justify="right")
+    table.add_row(
+        _percent(soft.held),
+        _percent(soft.label_kept),
+        _percent(soft.new_blurred),
+        *(f"{v:.1f}" for v in soft.mean_scores),
+    )
+    console.print(table)
+    console.print(
+        "Each photo with its background defocused around the sharp subject (disk radius "
+        + " / ".join(f"{v:g}" for v in SOFT_BACKGROUND)
+        + f" of the short side). held: copies scoring at most {HOLD_POINTS:g} below the "
+        "original; label kept: pick label not lower; new \"blurred\": copies given a blur "
+        "reason the original was not. A good model shows 100%, 100% and 0%."
     )
     if skipped:
         console.print(f"Not checked: {skipped} photo(s), listed above.")
@@ -165,3 +205,8 @@ def save_protocol(path: Path, photos: list[ProtocolPhoto]) -> None:
                             result.diagnostic,
                         ]
                     )
+            names = ("original", *SOFT_BACKGROUND)
+            for name, held in zip(names, photo.soft_background, strict=False):
+                rejected = held.label == PickLabel.REJECTED
+                row = [str(photo.path), "soft_background", name, held.score, rejected, held.blur]
+                out.writerow(row)
