@@ -117,20 +117,14 @@ def motion_blur(rgb: np.ndarray, length: float, rng: np.random.Generator) -> np.
     return cv2.filter2D(rgb, -1, kernel / kernel.sum(), borderType=cv2.BORDER_REFLECT)
 
 
-def defocus(rgb: np.ndarray, radius: float, rng: np.random.Generator | None = None) -> np.ndarray:
-    """A lens out of focus: a uniform disk of ``radius`` px (anti-aliased edge)."""
-    r = int(np.ceil(radius))
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    kernel = np.clip(radius + 0.5 - np.hypot(yy, xx), 0, 1).astype(np.float32)
-    return cv2.filter2D(rgb, -1, kernel / kernel.sum(), borderType=cv2.BORDER_REFLECT)
-
-
 def distort(rgb: np.ndarray, family: str, level: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if family == "motion":
         return motion_blur(rgb, level, rng)
     if family == "defocus":
-        return defocus(rgb, level, rng)
+        return distortions.defocus(rgb, level, rng)
+    if family == "soft":
+        return distortions.soft_background(rgb, level, rng)
     return distortions.distort(rgb, family, level, seed=seed)
 
 
@@ -269,6 +263,52 @@ def cache_distorted(biq: Path, name: str, count: int, seed: int = 7) -> Path:
     return folder
 
 
+#: Background defocus radii (px at the 512 px training size, times the copy's scale):
+#: a soft background behind a sharp subject, which must not lower the score.
+SOFT_BANDS = ((2.0, 4.0), (4.0, 8.0))
+SOFT_ROWS = 1 + len(SOFT_BANDS)
+
+
+def soft_plan(items: list[Rated], seed: int) -> list[dict]:
+    """Per photo one scale (as distortion_plan draws it), the clean copy, then one soft
+    background per band."""
+    rng = np.random.default_rng(seed)
+    plan = []
+    for idx in range(len(items)):
+        scale = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.25, 0.2, 0.25]))
+        plan.append(dict(item=idx, scale=scale, family="none", band=-1, level=0.0))
+        for band, (lo, hi) in enumerate(SOFT_BANDS):
+            level = float(rng.uniform(lo, hi)) * scale
+            plan.append(dict(item=idx, scale=scale, family="soft", band=band, level=level))
+    return plan
+
+
+def cache_soft(biq: Path, name: str, count: int, val_count: int, seed: int = 11) -> Path:
+    """Soft-background copies of ``count`` fit photos (trained on) and ``val_count``
+    validation photos (only ever measured), all rated above the train split's median: a
+    soft background is a choice behind a sharp subject, not behind a photo blurred all
+    over."""
+    folder = maps_dir(name) / f"soft-{count}-{val_count}"
+    train, _ = load_split(biq)
+    rng = np.random.default_rng(seed)
+    fit, val = train_val_indices(len(train))
+    mos = np.array([i.mos for i in train])
+    fit, val = fit[mos[fit] >= np.median(mos)], val[mos[val] >= np.median(mos)]
+    picked = [*sorted(rng.choice(fit, size=count, replace=False)),
+              *sorted(rng.choice(val, size=val_count, replace=False))]
+    chosen = [train[i] for i in picked]
+    plan = soft_plan(chosen, seed)
+    done = _done(folder)
+    if done < len(plan):
+        fill(folder, planned_samples(chosen, plan, done), len(plan), name)
+    for entry in plan:
+        entry["name"] = chosen[entry["item"]].path.name
+        entry["rated_row"] = int(picked[entry["item"]])
+        entry["val"] = entry["item"] >= count
+    (folder / "plan.json").write_text(json.dumps(plan))
+    return folder
+
+
 def _done(folder: Path) -> int:
     progress = folder / "progress.json"
     return json.loads(progress.read_text())["done"] if progress.exists() else 0
@@ -281,10 +321,13 @@ def main() -> None:
     parser.add_argument("--biq", type=Path, required=True)
     parser.add_argument("--backbone", default="lite0")
     parser.add_argument("--distorted", type=int, default=128)
+    parser.add_argument("--soft", type=int, nargs=2, default=(600, 200), metavar=("FIT", "VAL"),
+                        help="photos given soft-background copies: trained on, measured only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     print(cache_rated(args.biq, args.backbone))
     print(cache_distorted(args.biq, args.backbone, args.distorted))
+    print(cache_soft(args.biq, args.backbone, *args.soft))
 
 
 if __name__ == "__main__":

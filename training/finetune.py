@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import time
@@ -43,7 +44,7 @@ from torch import nn
 
 from . import train as frozen
 from .backbone import MLSPBackbone, _mean_std, load_efficientnet_lite
-from .cache_maps import ALL_FAMILIES, CUT, frozen_dim, maps_dir
+from .cache_maps import ALL_FAMILIES, CUT, SOFT_ROWS, frozen_dim, maps_dir
 from .features import FAMILIES, severity
 from .head import DIAGNOSTICS, Ensemble
 from .metrics import plcc, rmse, srocc
@@ -74,6 +75,8 @@ class FineTuneConfig:
     direction_weight: float = 0.3  # ranking, reject and diagnostic terms, as 1.1
     correlation_weight: float = 0.1
     flip: bool = False  # mirror the cached maps left-right at random (see augment)
+    soft_weight: float = 0.3  # soft-background term of stage A (train.TrainConfig)
+    refine_lr: float = 2e-4  # stage A continuing given heads (--init-heads, --head-epochs)
 
 
 class Cache:
@@ -221,6 +224,35 @@ def predict_frozen(ensemble: Ensemble, cache: Cache, rows: np.ndarray) -> np.nda
     return score[back]
 
 
+class SoftCache:
+    """cache_maps.cache_soft's folder: the frozen features of clean and soft-background
+    copies, in sets, split into fit photos (trained on) and validation photos."""
+
+    def __init__(self, folder: Path):
+        cache = Cache(folder)
+        self.x = cache.frozen_features(slice(None))
+        plan = json.loads((folder / "plan.json").read_text())
+        sets = np.arange(len(plan)).reshape(-1, SOFT_ROWS)
+        is_val = np.array([plan[row[0]]["val"] for row in sets])
+        self.fit_sets, self.val_sets = sets[~is_val], sets[is_val]
+
+
+def soft_report(score: np.ndarray, diag: np.ndarray, reason_threshold: float = 0.2) -> dict:
+    """score (n_sets, SOFT_ROWS), diag (n_sets, SOFT_ROWS, 5): what a soft background did."""
+    change = (score[:, 1:] - score[:, :1]) * 100
+    blur = diag[:, :, 0]
+    return {
+        "score_change_mean": round(float(change.mean()), 2),
+        "score_change_p10": round(float(np.percentile(change, 10)), 2),
+        "fell_over_5_points": round(float((change < -5).mean()), 3),
+        "blur_change_mean": round(float((blur[:, 1:] - blur[:, :1]).mean()), 3),
+        "blur_reason_new": round(
+            float(((blur[:, 1:] >= reason_threshold) & (blur[:, :1] < reason_threshold)).mean()),
+            3,
+        ),
+    }
+
+
 def direction_report(score: np.ndarray, diag: np.ndarray, reject_below: float) -> dict:
     """score (n_sets, SET_ROWS), diag (n_sets, SET_ROWS, 5): per family, the share of steps
     where the score fell (and the diagnostic rose)."""
@@ -247,9 +279,11 @@ def run(
     threads: int,
     max_steps: int = 0,
     init_heads: Path | None = None,
+    soft_cache: Path | None = None,
 ) -> dict:
     torch.set_num_threads(threads)
     rated, dist = Cache(biq_cache), Cache(distorted)
+    soft = SoftCache(soft_cache) if soft_cache is not None else None
     mos = np.load(biq_cache / "mos.npy")
     names = json.loads((biq_cache / "names.json").read_text())
     plan = json.loads((distorted / "plan.json").read_text())
@@ -278,16 +312,28 @@ def run(
     all_x = np.concatenate([x_fit, x_dist[protocol_sets.reshape(-1)]])
     mean, std = torch.from_numpy(all_x.mean(0)), torch.from_numpy(all_x.std(0) + 1e-3)
     del all_x
-    tcfg = frozen.TrainConfig(heads=cfg.heads, epochs=cfg.head_epochs)
+    tcfg = frozen.TrainConfig(heads=cfg.heads, epochs=cfg.head_epochs,
+                              soft_weight=cfg.soft_weight)
     fit_set = frozen.Rated(x_fit, mos[fit])
     dist_set = frozen.Distorted(x_dist, protocol_sets, targets)
+    soft_set = None
+    if soft is not None and cfg.soft_weight > 0:
+        soft_set = frozen.SoftSets(soft.x, soft.fit_sets)
     if init_heads is not None:  # e.g. 1.1's own heads, read back from its file
         from .export import frozen_heads
 
         ensemble = frozen_heads(init_heads)
+        if cfg.head_epochs:  # ... trained on from there, at a lower learning rate
+            refine = dataclasses.replace(tcfg, lr=cfg.refine_lr, heads=len(ensemble.heads))
+            heads = [
+                frozen.train_head(seed, fit_set, dist_set, mean, std, refine, reject_below,
+                                  soft_set, init=head)
+                for seed, head in enumerate(ensemble.heads)
+            ]
+            ensemble = Ensemble(heads).eval()
     else:
         heads = [
-            frozen.train_head(seed, fit_set, dist_set, mean, std, tcfg, reject_below)
+            frozen.train_head(seed, fit_set, dist_set, mean, std, tcfg, reject_below, soft_set)
             for seed in range(cfg.heads)
         ]
         ensemble = Ensemble(heads).eval()
@@ -317,11 +363,35 @@ def run(
         d_chk.reshape(len(check_sets), SET_ROWS, -1),
         reject_below,
     )
+    if soft is not None:
+        s_soft, d_soft = frozen.predict(ensemble, soft.x[soft.val_sets.reshape(-1)])
+        figures["frozen_soft_background"] = soft_report(
+            s_soft.reshape(soft.val_sets.shape), d_soft.reshape(*soft.val_sets.shape, -1)
+        )
+        log.info("soft background (validation photos): %s", figures["frozen_soft_background"])
+    clean_diag = d_chk.reshape(len(check_sets), SET_ROWS, -1)[:, 0]
     del x_fit, x_dist
 
-    if cfg.epochs == 0:  # stage A only (e.g. the frozen heads of a hold-out check)
-        print(json.dumps(figures, indent=1))
-        return {"figures": figures}
+    if cfg.epochs == 0:  # stage A only: heads on the frozen backbone, as training.train's
+        pred = frozen.predict(ensemble, rated.frozen_features(val))[0]
+        thresholds = frozen.fit_thresholds(pred * 100, mos[val], tertiles, clean_diag)
+        checkpoint = {
+            "state": ensemble.state_dict(),
+            "heads": len(ensemble.heads),
+            "hidden": tcfg.hidden,
+            "signals": True,
+            "mirrored": False,
+            "feature_dim": int(ensemble.heads[0].mean.numel()),
+            "mos_tertiles": tertiles.tolist(),
+            "thresholds": thresholds,
+            "config": asdict(cfg),
+            "figures": figures,
+            "holdout": holdout,
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(checkpoint, out)
+        print(json.dumps({"thresholds": thresholds, **figures}, indent=1))
+        return checkpoint
 
     # Stage B: fine-tune blocks CUT.. + 1x1 head + heads, batch norm in eval mode.
     bb = MLSPBackbone(load_efficientnet_lite(backbone))
@@ -464,6 +534,10 @@ def main() -> None:
     )
     parser.add_argument("--lr-backbone", type=float, default=FineTuneConfig.lr_backbone)
     parser.add_argument("--flip", action="store_true", help="mirror cached maps at random")
+    parser.add_argument("--soft", type=int, nargs=2, default=None, metavar=("FIT", "VAL"),
+                        help="use cache_maps' soft-background cache of that size")
+    parser.add_argument("--soft-weight", type=float, default=FineTuneConfig.soft_weight,
+                        help="weight of the soft-background term (0: measure only)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--max-steps", type=int, default=0, help="steps per epoch (0: all; smoke tests)"
@@ -483,6 +557,7 @@ def main() -> None:
         lr_backbone=args.lr_backbone,
         first=args.first,
         flip=args.flip,
+        soft_weight=args.soft_weight,
     )
     folder = maps_dir(args.backbone)
     run(
@@ -495,6 +570,7 @@ def main() -> None:
         args.threads,
         args.max_steps,
         args.init_heads,
+        folder / f"soft-{args.soft[0]}-{args.soft[1]}" if args.soft else None,
     )
 
 

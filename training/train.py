@@ -16,6 +16,7 @@ the official test split is never read here.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import time
@@ -58,6 +59,12 @@ class TrainConfig:
     # Extra weight of the ranking hinge per family (FAMILIES order); 1.0 each by default.
     family_rank_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
     signals: bool = True  # measured pixel signals beside the backbone features (signals.py)
+    # Soft-background sets (cache_maps.cache_soft): the score may not fall more than
+    # soft_margin below the clean copy's, nor the blur diagnostic rise, when only the
+    # background is defocused.
+    soft_weight: float = 0.3
+    soft_margin: float = 0.02
+    soft_sets_per_step: int = 8
 
 
 @dataclass
@@ -83,6 +90,23 @@ def features(
         ("image", "image_signals", "detail", "detail_signals") if signals else ("image", "detail")
     )
     return np.concatenate([d[key][rows].astype(np.float32) for key in parts], axis=1)
+
+
+@dataclass
+class SoftSets:
+    x: np.ndarray
+    sets: np.ndarray  # (n_sets, 1 + bands) row indices: clean, then soft backgrounds
+
+
+def soft_losses(
+    score: torch.Tensor, diag: torch.Tensor, n_sets: int, margin: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(score fell more than ``margin`` below the clean copy, blur diagnostic rose)."""
+    s = score.view(n_sets, -1)
+    blur = diag.view(n_sets, s.shape[1], len(DIAGNOSTICS))[:, :, 0]
+    hold = torch.relu(s[:, :1] - s[:, 1:] - margin).mean()
+    calm = torch.relu(blur[:, 1:] - blur[:, :1] - 0.02).mean()
+    return hold, calm
 
 
 def load_rated(name: str, signals: bool = True, mirrored: bool = True) -> tuple[Rated, Rated]:
@@ -157,10 +181,13 @@ def train_head(
     std: torch.Tensor,
     cfg: TrainConfig,
     reject_below: float,
+    soft: SoftSets | None = None,
+    init: QualityHead | None = None,
 ) -> QualityHead:
+    """One head from ``seed``; from ``init``'s weights (and its standardisation) when given."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    head = QualityHead(mean, std, hidden=cfg.hidden)
+    head = QualityHead(mean, std, hidden=cfg.hidden) if init is None else copy.deepcopy(init)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(fit.mos) // cfg.batch
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -181,8 +208,15 @@ def train_head(
             if x_mirror is not None:  # each photo as shot or mirrored, at random
                 flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
                 x = torch.where(flip[:, None], x_mirror[idx], x)
-            score, diag = head(torch.cat([x, x_dist[rows]]))
-            s_r, s_d, d_d = score[: len(idx)], score[len(idx) :], diag[len(idx) :]
+            parts = [x, x_dist[rows]]
+            if soft is not None:
+                soft_sets = soft.sets[
+                    rng.choice(len(soft.sets), cfg.soft_sets_per_step, replace=False)
+                ]
+                parts.append(torch.from_numpy(soft.x[soft_sets.reshape(-1)]))
+            score, diag = head(torch.cat(parts))
+            n_d = len(idx) + len(rows)
+            s_r, s_d, d_d = score[: len(idx)], score[len(idx) : n_d], diag[len(idx) : n_d]
             mos_loss = nn.functional.mse_loss(s_r, y_fit[idx]) / 0.0373  # MOS variance
             corr = correlation_loss(s_r, y_fit[idx])
             rank, reject, rise = direction_losses(s_d, d_d, len(sets), cfg, reject_below)
@@ -194,6 +228,11 @@ def train_head(
                 + cfg.reject_weight * reject / cfg.reject_margin
                 + cfg.diagnostic_weight * (diag_loss + rise / 0.02)
             )
+            if soft is not None:
+                hold, calm = soft_losses(
+                    score[n_d:], diag[n_d:], cfg.soft_sets_per_step, cfg.soft_margin
+                )
+                loss = loss + cfg.soft_weight * (hold / cfg.soft_margin + calm / 0.02)
             opt.zero_grad()
             loss.backward()
             opt.step()
