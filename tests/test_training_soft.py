@@ -7,10 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is the training extra (.[train])")
 
-from training.cache_maps import SOFT_BANDS, SOFT_ROWS, soft_plan  # noqa: E402
 from training.data import Rated  # noqa: E402
-from training.finetune import soft_report  # noqa: E402
-from training.train import soft_losses  # noqa: E402
+from training.features import SOFT_BANDS, SOFT_ROWS, soft_plan  # noqa: E402
+from training.train import soft_losses, soft_report  # noqa: E402
 
 
 def test_only_a_fall_past_the_margin_and_a_rising_blur_diagnostic_cost_anything():

@@ -36,6 +36,10 @@ def main() -> None:
     )
     parser.add_argument("--distorted", type=int, default=600, help="training photos to distort")
     parser.add_argument("--heads", type=int, default=train.TrainConfig.heads)
+    parser.add_argument(
+        "--soft", type=int, nargs=2, default=None, metavar=("FIT", "VAL"),
+        help="also train on soft-background copies of FIT photos (VAL more, measured only)",
+    )
     parser.add_argument("--version", default="1.1")
     parser.add_argument("--out", type=Path, default=REPO / "models" / "iqs-quality.onnx")
     parser.add_argument(
@@ -50,6 +54,9 @@ def main() -> None:
     extract.extract_rated(args.biq, "lite0")
     extract.extract_mirrored(args.biq, "lite0")
     distorted = extract.extract_distorted(args.biq, "lite0", args.distorted)
+    soft = []
+    if args.soft:
+        soft = ["--soft", str(extract.extract_soft(args.biq, "lite0", *args.soft))]
     head = train.RUNS / "head.pt"
     run(
         [
@@ -60,6 +67,7 @@ def main() -> None:
             str(distorted),
             "--heads",
             str(args.heads),
+            *soft,
             "--out",
             str(head),
         ]

@@ -34,7 +34,16 @@ from iqs_daemon import distortions
 from .backbone import MLSPBackbone, _mean_std, load_efficientnet_lite
 from .data import Rated, load_split, read_rgb
 from .extract import CACHE
-from .features import BANDS, Sample, distortion_plan, rated_samples, session, upscale, views_of
+from .features import (
+    BANDS,
+    Sample,
+    distortion_plan,
+    rated_samples,
+    session,
+    soft_photos,
+    upscale,
+    views_of,
+)
 from .signals import PixelSignals
 from .split import train_val_indices
 
@@ -263,48 +272,15 @@ def cache_distorted(biq: Path, name: str, count: int, seed: int = 7) -> Path:
     return folder
 
 
-#: Background defocus radii (px at the 512 px training size, times the copy's scale):
-#: a soft background behind a sharp subject, which must not lower the score.
-SOFT_BANDS = ((2.0, 4.0), (4.0, 8.0))
-SOFT_ROWS = 1 + len(SOFT_BANDS)
-
-
-def soft_plan(items: list[Rated], seed: int) -> list[dict]:
-    """Per photo one scale (as distortion_plan draws it), the clean copy, then one soft
-    background per band."""
-    rng = np.random.default_rng(seed)
-    plan = []
-    for idx in range(len(items)):
-        scale = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.25, 0.2, 0.25]))
-        plan.append(dict(item=idx, scale=scale, family="none", band=-1, level=0.0))
-        for band, (lo, hi) in enumerate(SOFT_BANDS):
-            level = float(rng.uniform(lo, hi)) * scale
-            plan.append(dict(item=idx, scale=scale, family="soft", band=band, level=level))
-    return plan
-
-
 def cache_soft(biq: Path, name: str, count: int, val_count: int, seed: int = 11) -> Path:
-    """Soft-background copies of ``count`` fit photos (trained on) and ``val_count``
-    validation photos (only ever measured), all rated above the train split's median: a
-    soft background is a choice behind a sharp subject, not behind a photo blurred all
-    over."""
+    """Soft-background copies (features.soft_photos) in the map cache's format."""
     folder = maps_dir(name) / f"soft-{count}-{val_count}"
     train, _ = load_split(biq)
-    rng = np.random.default_rng(seed)
-    fit, val = train_val_indices(len(train))
-    mos = np.array([i.mos for i in train])
-    fit, val = fit[mos[fit] >= np.median(mos)], val[mos[val] >= np.median(mos)]
-    picked = [*sorted(rng.choice(fit, size=count, replace=False)),
-              *sorted(rng.choice(val, size=val_count, replace=False))]
+    picked, plan = soft_photos(train, count, val_count, seed)
     chosen = [train[i] for i in picked]
-    plan = soft_plan(chosen, seed)
     done = _done(folder)
     if done < len(plan):
         fill(folder, planned_samples(chosen, plan, done), len(plan), name)
-    for entry in plan:
-        entry["name"] = chosen[entry["item"]].path.name
-        entry["rated_row"] = int(picked[entry["item"]])
-        entry["val"] = entry["item"] >= count
     (folder / "plan.json").write_text(json.dumps(plan))
     return folder
 

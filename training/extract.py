@@ -11,7 +11,14 @@ import numpy as np
 
 from .backbone import MLSPBackbone, export_backbone_onnx, load_efficientnet_lite
 from .data import load_split
-from .features import distortion_plan, extract, planned_samples, rated_samples, session
+from .features import (
+    distortion_plan,
+    extract,
+    planned_samples,
+    rated_samples,
+    session,
+    soft_photos,
+)
 from .split import train_val_indices
 
 CACHE = Path(__file__).parent / "cache"
@@ -62,6 +69,20 @@ def extract_distorted(biq: Path, name: str, count: int, seed: int = 7) -> Path:
     feats = extract(session(backbone_onnx(name)), planned_samples(chosen, plan), len(plan))
     names = np.array([chosen[p["item"]].path.name for p in plan])
     np.savez(out, **feats, names=names, plan=json.dumps(plan))
+    return out
+
+
+def extract_soft(biq: Path, name: str, count: int, val_count: int, seed: int = 11) -> Path:
+    """Soft-background copies of well-rated photos (features.soft_photos): ``count`` fit
+    photos to train on, ``val_count`` validation photos to measure on."""
+    out = CACHE / f"soft-{name}-{count}-{val_count}.npz"
+    if out.exists():
+        return out
+    train, _ = load_split(biq)
+    picked, plan = soft_photos(train, count, val_count, seed)
+    chosen = [train[i] for i in picked]
+    feats = extract(session(backbone_onnx(name)), planned_samples(chosen, plan), len(plan))
+    np.savez(out, **feats, plan=json.dumps(plan))
     return out
 
 

@@ -160,9 +160,53 @@ def planned_samples(items: list[Rated], plan: list[dict]) -> Iterator[Sample]:
             base = read_rgb(items[cached_idx].path)
             if entry["scale"] > 1:
                 base = upscale(base, entry["scale"])
-        rgb = (
-            base
-            if entry["family"] == "none"
-            else distortions.distort(base, entry["family"], entry["level"], seed=n)
-        )
+        if entry["family"] == "none":
+            rgb = base
+        elif entry["family"] == "soft":
+            rgb = distortions.soft_background(base, entry["level"], np.random.default_rng(n))
+        else:
+            rgb = distortions.distort(base, entry["family"], entry["level"], seed=n)
         yield views_of(rgb)
+
+
+#: Background defocus radii (px at the 512 px training size, times the copy's scale):
+#: a soft background behind a sharp subject, which must not lower the score.
+SOFT_BANDS = ((2.0, 4.0), (4.0, 8.0))
+SOFT_ROWS = 1 + len(SOFT_BANDS)
+
+
+def soft_plan(items: list[Rated], seed: int) -> list[dict]:
+    """Per photo one scale (as distortion_plan draws it), the clean copy, then one soft
+    background per band."""
+    rng = np.random.default_rng(seed)
+    plan = []
+    for idx in range(len(items)):
+        scale = int(rng.choice([1, 2, 3, 4], p=[0.3, 0.25, 0.2, 0.25]))
+        plan.append(dict(item=idx, scale=scale, family="none", band=-1, level=0.0))
+        for band, (lo, hi) in enumerate(SOFT_BANDS):
+            level = float(rng.uniform(lo, hi)) * scale
+            plan.append(dict(item=idx, scale=scale, family="soft", band=band, level=level))
+    return plan
+
+
+def soft_photos(
+    train: list[Rated], count: int, val_count: int, seed: int
+) -> tuple[list[int], list[dict]]:
+    """``count`` fit photos (trained on) and ``val_count`` validation photos (only ever
+    measured), all rated at or above the train split's median - a soft background is a
+    choice behind a sharp subject, not behind a photo blurred all over - and their plan,
+    each entry naming its photo, its row in the official train list and its side."""
+    from .split import train_val_indices
+
+    rng = np.random.default_rng(seed)
+    fit, val = train_val_indices(len(train))
+    mos = np.array([i.mos for i in train])
+    fit, val = fit[mos[fit] >= np.median(mos)], val[mos[val] >= np.median(mos)]
+    picked = [int(i) for i in (*sorted(rng.choice(fit, size=count, replace=False)),
+                               *sorted(rng.choice(val, size=val_count, replace=False)))]
+    plan = soft_plan([train[i] for i in picked], seed)
+    for entry in plan:
+        entry["name"] = train[picked[entry["item"]]].path.name
+        entry["rated_row"] = picked[entry["item"]]
+        entry["val"] = entry["item"] >= count
+    return picked, plan

@@ -44,8 +44,8 @@ from torch import nn
 
 from . import train as frozen
 from .backbone import MLSPBackbone, _mean_std, load_efficientnet_lite
-from .cache_maps import ALL_FAMILIES, CUT, SOFT_ROWS, frozen_dim, maps_dir
-from .features import FAMILIES, severity
+from .cache_maps import ALL_FAMILIES, CUT, frozen_dim, maps_dir
+from .features import FAMILIES, SOFT_ROWS, severity
 from .head import DIAGNOSTICS, Ensemble
 from .metrics import plcc, rmse, srocc
 from .split import train_val_indices
@@ -237,22 +237,6 @@ class SoftCache:
         self.fit_sets, self.val_sets = sets[~is_val], sets[is_val]
 
 
-def soft_report(score: np.ndarray, diag: np.ndarray, reason_threshold: float = 0.2) -> dict:
-    """score (n_sets, SOFT_ROWS), diag (n_sets, SOFT_ROWS, 5): what a soft background did."""
-    change = (score[:, 1:] - score[:, :1]) * 100
-    blur = diag[:, :, 0]
-    return {
-        "score_change_mean": round(float(change.mean()), 2),
-        "score_change_p10": round(float(np.percentile(change, 10)), 2),
-        "fell_over_5_points": round(float((change < -5).mean()), 3),
-        "blur_change_mean": round(float((blur[:, 1:] - blur[:, :1]).mean()), 3),
-        "blur_reason_new": round(
-            float(((blur[:, 1:] >= reason_threshold) & (blur[:, :1] < reason_threshold)).mean()),
-            3,
-        ),
-    }
-
-
 def direction_report(score: np.ndarray, diag: np.ndarray, reject_below: float) -> dict:
     """score (n_sets, SET_ROWS), diag (n_sets, SET_ROWS, 5): per family, the share of steps
     where the score fell (and the diagnostic rose)."""
@@ -365,7 +349,7 @@ def run(
     )
     if soft is not None:
         s_soft, d_soft = frozen.predict(ensemble, soft.x[soft.val_sets.reshape(-1)])
-        figures["frozen_soft_background"] = soft_report(
+        figures["frozen_soft_background"] = frozen.soft_report(
             s_soft.reshape(soft.val_sets.shape), d_soft.reshape(*soft.val_sets.shape, -1)
         )
         log.info("soft background (validation photos): %s", figures["frozen_soft_background"])

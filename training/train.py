@@ -143,6 +143,18 @@ def load_distorted(path: Path, signals: bool = True) -> Distorted:
     return Distorted(x, sets, targets)
 
 
+def load_soft(path: Path, signals: bool = True) -> tuple[SoftSets, SoftSets]:
+    """(fit sets, validation sets) of an extract_soft cache."""
+    from .features import SOFT_ROWS
+
+    d = np.load(path)
+    plan = json.loads(str(d["plan"]))
+    x = features(d, signals=signals)
+    sets = np.arange(len(plan)).reshape(-1, SOFT_ROWS)
+    is_val = np.array([plan[row[0]]["val"] for row in sets])
+    return SoftSets(x, sets[~is_val]), SoftSets(x, sets[is_val])
+
+
 def direction_losses(
     score: torch.Tensor, diag: torch.Tensor, n_sets: int, cfg: TrainConfig, reject_below: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -257,6 +269,22 @@ def predict(model: nn.Module, x: np.ndarray, batch: int = 2048) -> tuple[np.ndar
     return (torch.cat([o[0] for o in outs]).numpy(), torch.cat([o[1] for o in outs]).numpy())
 
 
+def soft_report(score: np.ndarray, diag: np.ndarray, reason_threshold: float = 0.2) -> dict:
+    """score (n_sets, SOFT_ROWS), diag (n_sets, SOFT_ROWS, 5): what a soft background did."""
+    change = (score[:, 1:] - score[:, :1]) * 100
+    blur = diag[:, :, 0]
+    return {
+        "score_change_mean": round(float(change.mean()), 2),
+        "score_change_p10": round(float(np.percentile(change, 10)), 2),
+        "fell_over_5_points": round(float((change < -5).mean()), 3),
+        "blur_change_mean": round(float((blur[:, 1:] - blur[:, :1]).mean()), 3),
+        "blur_reason_new": round(
+            float(((blur[:, 1:] >= reason_threshold) & (blur[:, :1] < reason_threshold)).mean()),
+            3,
+        ),
+    }
+
+
 def direction_report(model: nn.Module, dist: Distorted, reject_below: float) -> dict[str, float]:
     """On held-back distortion sets: share of steps where the score fell, per family."""
     score, diag = predict(model, dist.x)
@@ -346,6 +374,10 @@ def main() -> None:
         metavar="FAMILY=W",
         help="extra ranking weight for one family, e.g. overexposure=3",
     )
+    parser.add_argument(
+        "--soft", type=Path, default=None, help="soft-background cache (extract_soft) to train on"
+    )
+    parser.add_argument("--soft-weight", type=float, default=TrainConfig.soft_weight)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RUNS / "head.pt")
     args = parser.parse_args()
@@ -365,6 +397,7 @@ def main() -> None:
         diagnostic_weight=w,
         signals=not args.no_signals,
         family_rank_weights=tuple(family_weights[f] for f in FAMILIES),
+        soft_weight=args.soft_weight,
     )
 
     fit, val = load_rated(args.backbone, cfg.signals, not args.no_mirrored)
@@ -380,8 +413,12 @@ def main() -> None:
     del all_x
     tertiles = np.quantile(np.concatenate([fit.mos, val.mos]), [1 / 3, 2 / 3])
     started = time.perf_counter()
+    soft_fit = soft_val = None
+    if args.soft is not None:
+        soft_fit, soft_val = load_soft(args.soft, cfg.signals)
     heads = [
-        train_head(seed, fit, train_dist, mean, std, cfg, float(tertiles[0]))
+        train_head(seed, fit, train_dist, mean, std, cfg, float(tertiles[0]),
+                   soft_fit if cfg.soft_weight > 0 else None)
         for seed in range(cfg.heads)
     ]
     model = Ensemble(heads).eval()
@@ -402,6 +439,12 @@ def main() -> None:
         ),
         "train_seconds": round(time.perf_counter() - started),
     }
+    if soft_val is not None:
+        s_soft, d_soft = predict(model, soft_val.x[soft_val.sets.reshape(-1)])
+        figures["soft_background_val"] = soft_report(
+            s_soft.reshape(soft_val.sets.shape), d_soft.reshape(*soft_val.sets.shape, -1),
+            thresholds["reason_threshold"],
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
         {
