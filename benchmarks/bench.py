@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -138,6 +139,8 @@ def run(args: argparse.Namespace, work: Path) -> dict:
                 "cpu": run_.cpu_utilisation, "cpu_ms": 1e3 * run_.cpu_seconds / len(files),
                 "peak_rss_mb": run_.peak_rss_main / MB,
                 "peak_tree_rss_mb": run_.peak_rss_tree / MB, "wall_seconds": run_.wall_seconds}
+            if kind == "jpeg" and len(files) > 1:
+                r["score_jpeg"].update(steady_state(run_, files, work, sets, cores))
     log(f"5-6. daemon: {args.latency_photos} photos one at a time, then {args.daemon_photos}")
     d = procs.measure_daemon(inputs.jpeg, work / "home-daemon", sets,
                              latency_photos=args.latency_photos, bulk_photos=args.daemon_photos)
@@ -149,6 +152,29 @@ def run(args: argparse.Namespace, work: Path) -> dict:
                    "warmup_photos": d.warmup_photos, "bulk_photos": d.bulk_photos,
                    "bulk_per_second": d.bulk_per_second}
     return r
+
+
+def steady_state(whole: procs.ScoreRun, files: list, work: Path, sets: list[str], cores: int,
+                 runs: int = 3) -> dict:
+    """The start-up (a one-photo run: interpreter, model load, that photo; the median of
+    ``runs``) and the whole run without it: its other photos over the time and CPU
+    they added. The target is about this steady state."""
+    ones = [procs.run_score(hardlink_tree(files[:1], work / f"score-one-{i}"), 1,
+                            work / f"home-score-one-{i}", sets, cores) for i in range(runs)]
+    wall = statistics.median(o.wall_seconds for o in ones)
+    cpu = statistics.median(o.cpu_seconds for o in ones)
+    extra = whole.photos - 1
+    return {"startup_seconds": wall, "startup_cpu_seconds": cpu,
+            "steady_per_second": extra / max(1e-9, whole.wall_seconds - wall),
+            "steady_cpu_ms": 1e3 * max(0.0, whole.cpu_seconds - cpu) / extra,
+            "steady_cpu": (whole.cpu_seconds - cpu) / max(1e-9, whole.wall_seconds - wall) / cores}
+
+
+def steady(e2e: dict) -> dict:
+    """``score``'s steady-state figures where measured (else the whole run's)."""
+    if "steady_per_second" not in e2e:
+        return e2e
+    return {**e2e, "per_second": e2e["steady_per_second"], "cpu_ms": e2e["steady_cpu_ms"]}
 
 
 def figures(rate: inproc.Rate) -> dict:
@@ -203,6 +229,11 @@ def render(r: dict) -> str:
          f"MB, with exiv2 worker {e2e['peak_tree_rss_mb']:.0f} MB; from model load on: "
          f"{e2e['reported_per_second']:.2f}/s"),
     ]
+    if "steady_per_second" in e2e:
+        rows.append(("   score, steady state", steady(e2e),
+                     f"start-up apart: CPU {100 * e2e['steady_cpu']:.0f} % of {r['cores']} cores; "
+                     f"a one-photo run takes {e2e['startup_seconds']:.2f} s, "
+                     f"{1e3 * e2e['startup_cpu_seconds']:.0f} ms CPU"))
     for kind, label in (("heic", "20 MP HEIC"), ("raw", "RAW, 24 MP preview")):
         if f"score_{kind}" in r:
             fl, sc = r[f"decode_{kind}"], r[f"score_{kind}"]
@@ -238,19 +269,21 @@ def render(r: dict) -> str:
     lines += ["  ".join((f"{a:<{widths[0]}}", f"{b:>{widths[1]}}", f"{cpu:>{widths[2]}}", n))
               for a, b, cpu, n in table]
     t = TARGETS
+    basis = "steady state (start-up apart); " if "steady_per_second" in e2e else ""
+    e2e = steady(e2e)  # the targets are about the steady state
     checks = []
     if hw is not None:
         hw_cpu = r["libdecode_jpeg"]["cpu_ms"] + r["libmodel_floor"]["cpu_ms"]
         checks.append(
             ("end-to-end / hardware floor", f"{e2e['per_second'] / hw:.0%}",
              e2e["per_second"] / hw >= t["floor_ratio"], f">= {t['floor_ratio']:.0%}",
-             f"CPU time: floor / end-to-end = {hw_cpu / e2e['cpu_ms']:.0%}"))
+             f"{basis}CPU time: floor / end-to-end = {hw_cpu / e2e['cpu_ms']:.0%}"))
     checks += [
         ("end-to-end / product path", f"{e2e['per_second'] / floor:.0%}", True, "report",
          f"CPU time: path / end-to-end = {floor_cpu_ms / e2e['cpu_ms']:.0%}"),
         ("end-to-end / naive", f"{e2e['per_second'] / naive['per_second']:.2f}x",
          e2e["per_second"] / naive["per_second"] >= t["naive_ratio"],
-         f">= {t['naive_ratio']:.0f}x", f"CPU time: {naive['cpu_ms'] / e2e['cpu_ms']:.2f}x"),
+         f">= {t['naive_ratio']:.0f}x", f"{basis}CPU time: {naive['cpu_ms'] / e2e['cpu_ms']:.2f}x"),
         ("daemon latency p95", f"{d['p95_s']:.2f} s", d["p95_s"] <= t["p95_seconds"],
          f"<= {t['p95_seconds']} s", ""),
         ("daemon RSS, model loaded", f"{d['rss_warm_mb']:.0f} MB",

@@ -7,7 +7,8 @@ On a machine shared with other work, absolute times drift between two runs of
 ``bench.py``; here the trees take turns (``--rounds`` each), so a slower moment slows
 both. Per run: photos/s over the whole command (start-up included), CPU ms per photo
 (the command and its exiv2 worker) and minor page faults per photo; then the median of
-one-photo runs, which is the start-up (interpreter, model load, first photo).
+one-photo runs, which is the start-up (interpreter, model load, first photo), and the
+steady state: the other photos over the time and CPU they added to it.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def main() -> None:
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     work = Path(tempfile.mkdtemp(prefix="iqs-ab-"))
     runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in trees}
-    starts: dict[str, list[float]] = {name: [] for name in trees}
+    starts: dict[str, list[tuple[float, float, float]]] = {name: [] for name in trees}
     try:
         for i in range(args.rounds):
             for name, tree in trees.items():
@@ -70,8 +71,7 @@ def main() -> None:
                       f"{faults / n:6.0f} faults/photo", flush=True)
         for i in range(args.rounds):
             for name, tree in trees.items():
-                one = score(tree, photos[:1], work / f"{name}-one-{i}", args.model)
-                starts[name].append(one[0])
+                starts[name].append(score(tree, photos[:1], work / f"{name}-one-{i}", args.model))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     n = len(photos)
@@ -80,9 +80,13 @@ def main() -> None:
         wall = statistics.median(r[0] for r in runs[name])
         cpu = statistics.median(r[1] for r in runs[name])
         faults = statistics.median(r[2] for r in runs[name])
+        start_wall = statistics.median(one[0] for one in starts[name])
+        start_cpu = statistics.median(one[1] for one in starts[name])
         print(f"{name:6s} {n / wall:5.2f} photos/s  CPU {1e3 * cpu / n:5.0f} ms/photo  "
-              f"{faults / n:6.0f} faults/photo  one-photo run (start-up) "
-              f"{statistics.median(starts[name]):.2f} s")
+              f"{faults / n:6.0f} faults/photo  one-photo run (start-up) {start_wall:.2f} s")
+        if n > 1:  # the other photos over the time and CPU they added to a one-photo run
+            print(f"{'':6s} steady state: {(n - 1) / (wall - start_wall):5.2f} photos/s  "
+                  f"CPU {1e3 * (cpu - start_cpu) / (n - 1):5.0f} ms/photo")
 
 
 if __name__ == "__main__":

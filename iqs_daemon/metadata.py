@@ -21,16 +21,19 @@ in a worker process (``xmp_worker.py``) so a crash costs one photo, not the daem
 from __future__ import annotations
 
 import atexit
+import base64
 import errno
+import io
 import logging
 import os
 import shutil
 import stat
 import tempfile
 import threading
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .discovery import (
     AVIF_EXTENSIONS,
@@ -167,14 +170,14 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _copy_in_kernel(src: int, out: int) -> bool:
-    """Copy the whole of ``src`` into ``out`` with ``copy_file_range`` (no trip through a
-    user-space buffer: 4 ms of CPU for an 8 MB photo instead of 8; a reflink where the
-    filesystem has them). False, with nothing copied, where the kernel or filesystem
-    cannot: the caller copies by reading and writing instead."""
+    """Copy ``src`` from its position to its end into ``out`` with ``copy_file_range`` (no
+    trip through a user-space buffer: 4 ms of CPU for an 8 MB photo instead of 8; a reflink
+    where the filesystem has them). False, with nothing copied, where the kernel or
+    filesystem cannot: the caller copies by reading and writing instead."""
     copy_file_range = getattr(os, "copy_file_range", None)
     if copy_file_range is None:
         return False
-    remaining, first = os.fstat(src).st_size, True
+    remaining, first = os.fstat(src).st_size - os.lseek(src, 0, os.SEEK_CUR), True
     while remaining > 0:
         try:
             copied = copy_file_range(src, out, remaining)
@@ -192,13 +195,27 @@ def _copy_in_kernel(src: int, out: int) -> bool:
     return True
 
 
-def _prepare_copy(target: Path, tmp_fd: int, tmp: Path, owner: os.stat_result) -> None:
-    """Fill the temp file: a copy of the target, or an empty packet for a new sidecar."""
+def _copy_rest(src: BinaryIO, out: BinaryIO) -> None:
+    """``src`` from its position to its end, appended to ``out``."""
+    out.flush()
+    if not _copy_in_kernel(src.fileno(), out.fileno()):
+        shutil.copyfileobj(src, out, 1 << 20)
+
+
+def _prepare_copy(target: Path, tmp_fd: int, tmp: Path, owner: os.stat_result,
+                  spliced: tuple[bytes, BinaryIO, int] | None = None) -> None:
+    """Fill the temp file: a copy of the target, or an empty packet for a new sidecar;
+    ``spliced``: (new head, the open target, where its scan starts): the new head, then
+    the target's bytes from its scan on."""
     with os.fdopen(tmp_fd, "wb") as out:
-        if target.exists():
-            with target.open("rb") as src:
-                if not _copy_in_kernel(src.fileno(), out.fileno()):
-                    shutil.copyfileobj(src, out, 1 << 20)
+        if spliced is not None:
+            head, src, scan_at = spliced
+            out.write(head)
+            src.seek(scan_at)
+            _copy_rest(src, out)
+        elif target.exists():
+            with target.open("rb") as src_file:
+                _copy_rest(src_file, out)
         else:
             out.write(EMPTY_PACKET)
     if target.exists():
@@ -399,18 +416,60 @@ class MetadataWriter:
         before = real.stat() if real.exists() else None
         if before is not None:
             _check_unchanged(photo, expected, before)
+        request = {"op": "modify", "xmp": plan.xmp, "exif": plan.exif}
+        with ExitStack() as open_files:
+            spliced = None
+            if before is not None and real.suffix.lower() in JPEG_EXTENSIONS:
+                spliced = self._spliced_head(photo, real, before, request, open_files)
+            self._write_copy(photo, real, before, request, spliced, keep_mtime=keep_mtime)
+        _fsync_dir(folder)
+
+    def _spliced_head(self, photo: Path, real: Path, before: os.stat_result,
+                      request: dict[str, Any], open_files: ExitStack
+                      ) -> tuple[bytes, BinaryIO, int] | None:
+        """A JPEG's metadata lives in the marker segments before its first scan, and exiv2
+        copies everything from the scan on unchanged. So exiv2 edits, in memory, those
+        segments and an empty scan instead of the whole photo (1-2 ms of its CPU instead
+        of ~40 for 8 MB), and the copy is that new head, then the photo from its scan on:
+        the bytes exiv2 would have written. None (the whole photo is copied and edited
+        instead) where the head cannot be found or exiv2 gave back something else."""
         try:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{real.name}.", suffix=TEMP_SUFFIX, dir=folder)
-        except OSError as exc:
-            raise MetadataError(photo, f"cannot write in {folder}: {exc.strerror}") from exc
+            src = open_files.enter_context(real.open("rb"))
+            if os.fstat(src.fileno()).st_ino != before.st_ino:
+                return None
+            found = jpeg_scan_start(src)
+        except OSError:
+            return None
+        if found is None:
+            return None
+        head, scan_at, sos = found
+        skeleton = head + sos + JPEG_EOI
+        try:
+            answer = self._call(photo, real, {**request, "op": "modify_bytes",
+                                              "data": base64.b64encode(skeleton).decode("ascii")})
+        except MetadataRefused as exc:
+            if isinstance(exc.__cause__, Exiv2CrashError):
+                raise
+            return None  # exiv2 may take the whole photo where it refused its head
+        edited = base64.b64decode(answer["data"])
+        at = jpeg_scan_start(io.BytesIO(edited))
+        if at is None or edited[at[1]:] != sos + JPEG_EOI:
+            return None
+        return edited[:at[1]], src, scan_at
+
+    def _write_copy(self, photo: Path, real: Path, before: os.stat_result | None,
+                    request: dict[str, Any], spliced: tuple[bytes, BinaryIO, int] | None, *,
+                    keep_mtime: bool) -> None:
+        """The copy with the new metadata, fsynced and renamed over ``real``."""
+        fd, tmp_name = _temp_beside(photo, real)
         tmp = Path(tmp_name)
         try:
             try:
-                _prepare_copy(real, fd, tmp, before or photo.stat())
+                _prepare_copy(real, fd, tmp, before or photo.stat(), spliced)
             except OSError as exc:
                 raise MetadataError(photo, f"cannot copy {real.name}: {exc.strerror}") from exc
-            request = {"op": "modify", "xmp": plan.xmp, "exif": plan.exif}
-            self._call(photo, tmp, request, subject=real)
+            if spliced is None:
+                self._call(photo, tmp, request, subject=real)
             try:
                 with tmp.open("rb") as fh:
                     os.fsync(fh.fileno())
@@ -427,7 +486,57 @@ class MetadataWriter:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(folder)
+
+
+def _temp_beside(photo: Path, real: Path) -> tuple[int, str]:
+    """A new temp file in ``real``'s folder, named so that discovery skips it."""
+    try:
+        return tempfile.mkstemp(prefix=f".{real.name}.", suffix=TEMP_SUFFIX, dir=real.parent)
+    except OSError as exc:
+        raise MetadataError(photo, f"cannot write in {real.parent}: {exc.strerror}") from exc
+
+
+JPEG_EOI = b"\xff\xd9"
+MAX_JPEG_HEAD = 4 << 20  # marker segments before the scan; more: the whole photo is edited
+
+
+def jpeg_scan_start(src: BinaryIO) -> tuple[bytes, int, bytes] | None:
+    """(the bytes before the first SOS marker, its offset, its segment) of the JPEG read
+    from ``src``'s start, or None if the markers do not lead to a scan."""
+    src.seek(0)
+    data = src.read(1 << 16)
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos = 2
+    while True:
+        if pos + 4 > len(data):
+            more = src.read(max(1 << 16, pos + 4 - len(data)))
+            if not more or len(data) > MAX_JPEG_HEAD:
+                return None
+            data += more
+            continue
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+            continue
+        if marker == 0xD9:
+            return None
+        end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if end < pos + 4:
+            return None
+        while end > len(data):
+            more = src.read(end - len(data))
+            if not more or len(data) > MAX_JPEG_HEAD:
+                return None
+            data += more
+        if marker == 0xDA:
+            return data[:pos], pos, data[pos:end]
+        pos = end
 
 
 def _check_unchanged(photo: Path, expected: tuple[int, int] | None,

@@ -44,8 +44,9 @@ class Decoded:
 
     ``rgb`` is decoded at reduced size where the format allows (JPEG DCT scaling,
     RAW previews) but keeps at least the short side the model asked for.
-    ``fingerprint`` hashes the decoded pixels, so it survives metadata edits and
-    moves, and changes when the picture itself changes.
+    ``fingerprint`` hashes the decoded pixels (a JPEG's: what they are decoded from,
+    metadata left out), so it survives metadata edits and moves, and changes when the
+    picture itself changes.
     """
 
     path: Path

@@ -12,12 +12,15 @@ exiv2 keeps global error state (not thread-safe) and has crashed on hostile file
 Requests are plain dicts: ``{"op": "read", "path", "keys", "prefixes"}`` returns
 ``{"xmp": {...}, "exif": {...}}`` holding only the wanted tags; ``{"op": "modify",
 "path", "xmp", "exif"}`` sets every key of each dict in one ``modify_*`` call (``None``
-deletes a key). Failures come back as ``Exiv2Error`` with exiv2's message; the caller
+deletes a key); ``{"op": "modify_bytes", "data", "xmp", "exif"}`` does the same to a
+small file sent as base64 ``data`` (a JPEG's head, see ``metadata.py``) and returns it as
+``{"data": ...}``. Failures come back as ``Exiv2Error`` with exiv2's message; the caller
 turns them into ``MetadataError`` for the photo.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -83,6 +86,13 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     op = request["op"]
     if op == "ping":
         return {"pyexiv2": _pyexiv2().__version__}
+    if op == "modify_bytes":
+        image = _pyexiv2().ImageData(base64.b64decode(request["data"]))
+        try:
+            _modify(image, request)
+            return {"data": base64.b64encode(image.get_bytes()).decode("ascii")}
+        finally:
+            image.close()
     with _open(request["path"]) as image:
         if op == "read":
             keys, prefixes = request.get("keys", []), request.get("prefixes", [])
@@ -91,12 +101,16 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
                 "exif": _wanted(image.read_exif(), keys, prefixes),
             }
         if op == "modify":
-            if request.get("xmp"):
-                image.modify_xmp(request["xmp"])
-            if request.get("exif"):
-                image.modify_exif(request["exif"])
+            _modify(image, request)
             return {}
     raise ValueError(f"unknown request {op!r}")
+
+
+def _modify(image: Any, request: dict[str, Any]) -> None:
+    if request.get("xmp"):
+        image.modify_xmp(request["xmp"])
+    if request.get("exif"):
+        image.modify_exif(request["exif"])
 
 
 def serve(requests: Any, responses: Any) -> None:

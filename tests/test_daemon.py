@@ -160,7 +160,7 @@ def test_a_fingerprint_of_an_earlier_version_still_spares_the_score(tmp_path, ti
     with running(settings_for(env_paths, tiny_model), env_paths, [root]) as daemon:
         wait_for(lambda: all_scored(daemon, [photo]) and idle(daemon))
         row = daemon.db.get(photo)
-        assert row.fingerprint.startswith(decoding.FINGERPRINT_PREFIX)
+        assert row.fingerprint.startswith(decoding.FINGERPRINT_PREFIXES)
         assert daemon.worker is not None
         pixels = decoding.decode(photo, max_pixels=10**8,
                                  min_short_side=daemon.worker.scorer.model.info.min_short_side)
@@ -178,7 +178,7 @@ def test_a_fingerprint_of_an_earlier_version_still_spares_the_score(tmp_path, ti
         new.write_bytes(jpeg(220))
         os.replace(new, photo)
         wait_for(lambda: daemon.db.get(photo).scored_count == 2 and idle(daemon))
-        assert daemon.db.get(photo).fingerprint.startswith(decoding.FINGERPRINT_PREFIX)
+        assert daemon.db.get(photo).fingerprint.startswith(decoding.FINGERPRINT_PREFIXES)
 
 
 def test_failures_are_recorded_and_retried_only_when_transient(tmp_path, tiny_model, env_paths):

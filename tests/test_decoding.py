@@ -24,8 +24,11 @@ from PIL import Image, ImageOps
 from iqs_daemon import errors
 from iqs_daemon.decoding import (
     FINGERPRINT_PREFIX,
+    FINGERPRINT_PREFIXES,
+    JPEG_FINGERPRINT_PREFIX,
     apply_orientation,
     decode,
+    fingerprint,
     reduction_factor,
     same_pixels,
 )
@@ -57,8 +60,8 @@ def assert_record(decoded, path: Path) -> None:
     assert decoded.path == path
     assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
     assert rgb.flags.c_contiguous and not rgb.flags.writeable
-    assert decoded.fingerprint.startswith(FINGERPRINT_PREFIX)
-    digest = decoded.fingerprint.removeprefix(FINGERPRINT_PREFIX)
+    assert decoded.fingerprint.startswith(FINGERPRINT_PREFIXES)
+    digest = decoded.fingerprint[3:]
     assert len(digest) == 32
     int(digest, 16)
 
@@ -575,3 +578,52 @@ def test_truncated_avif(tmp_path: Path) -> None:
     data = (RAW / "canon_eos70d_converted.avif").read_bytes()
     with pytest.raises(errors.DecodeError, match="truncated or corrupt AVIF"):
         decode_full(write(tmp_path, "cut.avif", data[: len(data) * 9 // 10]))
+
+
+def test_a_jpeg_fingerprint_survives_metadata_edits_and_follows_the_picture(tmp_path: Path
+                                                                           ) -> None:
+    """A JPEG's fingerprint hashes what its pixels are decoded from: XMP, EXIF and
+    comments may change, the scan, tables, orientation and decoded size may not."""
+    pyexiv2 = pytest.importorskip("pyexiv2")
+    pixels = noise_photo(1600, 1200)
+    data = encode(pixels, ".jpg", cv2.IMWRITE_JPEG_QUALITY, 95)
+    photo = write(tmp_path, "a.jpg", data)
+    first = decode(photo, min_short_side=600, max_pixels=MAX_PIXELS)
+    assert first.fingerprint.startswith(JPEG_FINGERPRINT_PREFIX)
+    with pyexiv2.Image(str(photo)) as image:
+        image.modify_xmp({"Xmp.xmp.Rating": "2", "Xmp.dc.title": {'lang="x-default"': "t"}})
+        image.modify_exif({"Exif.Image.Artist": "someone", "Exif.Image.Rating": "2"})
+        image.modify_comment("a comment")
+    assert photo.read_bytes() != data
+    edited = decode(photo, min_short_side=600, max_pixels=MAX_PIXELS)
+    assert edited.fingerprint == first.fingerprint
+    assert same_pixels(first.fingerprint, edited)
+    with pyexiv2.Image(str(photo)) as image:
+        image.modify_exif({"Exif.Image.Orientation": "3"})  # shown turned: other pixels
+    turned = decode(photo, min_short_side=600, max_pixels=MAX_PIXELS)
+    assert not np.array_equal(turned.rgb, first.rgb)
+    assert not same_pixels(first.fingerprint, turned)
+    larger = decode(write(tmp_path, "b.jpg", data), min_short_side=1200, max_pixels=MAX_PIXELS)
+    assert larger.rgb.shape != first.rgb.shape
+    assert larger.fingerprint != first.fingerprint
+    requantised = decode(write(tmp_path, "c.jpg", encode(pixels, ".jpg", cv2.IMWRITE_JPEG_QUALITY,
+                                                         94)), min_short_side=600,
+                         max_pixels=MAX_PIXELS)
+    assert requantised.fingerprint != first.fingerprint
+
+
+def test_a_pixel_fingerprint_of_a_jpeg_still_matches(tmp_path: Path) -> None:
+    """A JPEG scored when its fingerprint hashed the pixels (``p2:``, in photos and states)
+    is still recognised after a metadata edit, and not after a pixel edit."""
+    pyexiv2 = pytest.importorskip("pyexiv2")
+    pixels = noise_photo(800, 600)
+    photo = write(tmp_path, "a.jpg", encode(pixels, ".jpg"))
+    old = fingerprint(decode_full(photo).rgb)
+    assert old.startswith(FINGERPRINT_PREFIX)
+    with pyexiv2.Image(str(photo)) as image:
+        image.modify_xmp({"Xmp.xmp.Rating": "4"})
+    edited = decode_full(photo)
+    assert edited.fingerprint != old and same_pixels(old, edited)
+    pixels[10, 10] ^= 4
+    assert not same_pixels(old, decode_full(write(tmp_path, "b.jpg", encode(pixels, ".jpg"))))
+    assert not same_pixels(old[:-1] + ("1" if old[-1] == "0" else "0"), edited)

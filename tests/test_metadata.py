@@ -565,7 +565,7 @@ class ReplacedDuringWrite(MetadataWriter):
 
     def _call(self, photo, file, request, **kwargs):
         result = super()._call(photo, file, request, **kwargs)
-        if request.get("op") == "modify":
+        if request.get("op", "").startswith("modify"):  # the whole copy, or its head
             fresh = photo.with_name(".incoming")
             fresh.write_bytes(self.replacement)
             os.replace(fresh, photo)
@@ -758,3 +758,73 @@ def test_the_copy_before_a_write_keeps_every_byte_either_way(writer, settings, t
     assert jpeg_scan(photo.read_bytes()) == jpeg_scan(before)
     assert metadata.read_stored(photo, settings).fingerprint == "fp-copy"
     assert temp_files(photo.parent) == []
+
+
+def jpeg_variants(tmp_path: Path) -> dict[str, bytes]:
+    """JPEGs whose scan data or trailer a metadata write must leave as it is."""
+    bgr = pixels(3, (240, 320))
+    out = {}
+    for name, params in (("baseline", []), ("progressive", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
+                         ("restarts", [cv2.IMWRITE_JPEG_RST_INTERVAL, 4])):
+        ok, data = cv2.imencode(".jpg", bgr, params)
+        assert ok
+        out[name] = data.tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation
+    exif[0x010F] = "Camera Maker"
+    buffer = tmp_path / "exif.jpg"
+    Image.fromarray(bgr[:, :, ::-1]).save(buffer, format="JPEG", exif=exif.tobytes(),
+                                           xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/"/>')
+    out["exif and xmp"] = buffer.read_bytes()
+    out["trailer"] = out["baseline"] + b"TRAILER" + out["progressive"]  # e.g. an MPF image
+    real = SAMPLES / "photos" / "LadyBird.jpg"
+    if real.is_file():
+        out["sample"] = real.read_bytes()
+    return out
+
+
+@needs_exiv2
+def test_a_jpeg_write_edits_only_its_head_and_gives_the_same_bytes(writer, settings, tmp_path,
+                                                                  monkeypatch):
+    """exiv2 edits only a JPEG's marker segments, in memory; the photo written is, byte
+    for byte, what exiv2 editing the whole photo gives, over two writes (a new XMP packet,
+    then one changed)."""
+    edited: list[str] = []
+    call = writer.backend.call
+
+    def spy(request, *args, **kwargs):
+        if request["op"].startswith("modify"):
+            edited.append(request["op"])
+        return call(request, *args, **kwargs)
+
+    monkeypatch.setattr(writer.backend, "call", spy)
+    for name, data in jpeg_variants(tmp_path).items():
+        spliced, whole = tmp_path / "spliced" / f"{name}.jpg", tmp_path / "whole" / f"{name}.jpg"
+        for path in (spliced, whole):
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(data)
+        for verdict in (ACCEPTED, REJECTED):
+            edited.clear()
+            writer.write_verdict(spliced, verdict, "fp-s", settings, force=True)
+            assert edited == ["modify_bytes"], name
+            with monkeypatch.context() as whole_photo:
+                whole_photo.setattr(MetadataWriter, "_spliced_head", lambda *a, **k: None)
+                writer.write_verdict(whole, verdict, "fp-s", settings, force=True)
+            assert spliced.read_bytes() == whole.read_bytes(), name
+        assert jpeg_scan(spliced.read_bytes()) == jpeg_scan(data), name
+        assert spliced.read_bytes().endswith(data[-2000:]), name
+        assert metadata.read_stored(spliced, settings).label == PickLabel.REJECTED
+        assert temp_files(spliced.parent) == []
+
+
+@needs_exiv2
+def test_a_jpeg_without_a_scan_is_edited_whole(writer, settings, tmp_path):
+    """A .jpg whose markers do not lead to a scan (here a PNG under that name) is copied
+    and edited whole, as before."""
+    photo = tmp_path / "png.jpg"
+    assert cv2.imwrite(str(tmp_path / "p.png"), pixels(4))
+    (tmp_path / "p.png").rename(photo)
+    assert metadata.jpeg_scan_start(photo.open("rb")) is None
+    assert writer.write_verdict(photo, ACCEPTED, "fp-p", settings).written
+    assert metadata.read_stored(photo, settings).fingerprint == "fp-p"
+    assert temp_files(tmp_path) == []
