@@ -21,7 +21,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -42,6 +42,7 @@ from .stages import (
     Pass,
     Prepared,
     Scored,
+    ScoredBefore,
     Status,
     decode_photo,
     failing_alone,
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .state import StateDB
 
-__all__ = ["REDECIDED_SOURCE", "Outcome", "Scorer", "Status", "build_stages"]
+__all__ = ["REDECIDED_SOURCE", "Outcome", "ScoredBefore", "Scorer", "Status", "build_stages"]
 
 # Photos per inference unless ``batch_size`` is set. On a CPU a batch of one costs the
 # least CPU time per photo and its activations stay small (EfficientNet-Lite0 at 512 px:
@@ -203,31 +204,32 @@ class Scorer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def pass_for(self, *, pixels_changed: frozenset[Path] = frozenset()) -> Pass:
+    def pass_for(self, *, changed_since: Mapping[Path, ScoredBefore] | None = None) -> Pass:
         """What the stages of one pass read."""
         return Pass(self.settings, self.model, self.policy, self.metadata, self.burst_settings,
                     dry_run=self.dry_run, rescore=self.rescore,
                     replace_hand_labels=self.replace_hand_labels,
                     group_bursts=self.group_bursts,
                     framing=self.group_bursts or self.keeps_frames,
-                    pixels_changed=pixels_changed)
+                    changed_since=changed_since or {})
 
-    def stages(self, *, pixels_changed: frozenset[Path] = frozenset(),
+    def stages(self, *, changed_since: Mapping[Path, ScoredBefore] | None = None,
                frames: StateDB | None = None) -> list[Stage]:
         """This scorer's stage list; ``frames``: the daemon's state, for its bursts."""
-        p = self.pass_for(pixels_changed=pixels_changed)
+        p = self.pass_for(changed_since=changed_since)
         return build_stages(p, self.batch_size, frames=frames if self.keeps_frames else None,
                             hand_picks=self._hand_picks)
 
     def process(self, candidates: Iterable[Candidate], *,
-                pixels_changed: frozenset[Path] = frozenset(),
+                changed_since: Mapping[Path, ScoredBefore] | None = None,
                 frames: StateDB | None = None) -> Iterator[Outcome]:
         """Score every candidate; yields one Outcome each, in input order except that a
         photo scored now may come after the photos behind it that needed no inference
         (with bursts: folder by folder, a burst's frames when it is decided; with the
         daemon's ``frames``, earlier frames re-decided come out as outcomes of their own).
-        ``pixels_changed``: photos scored even though they carry a current verdict."""
-        return self.run(self.stages(pixels_changed=pixels_changed, frames=frames), candidates)
+        ``changed_since``: the daemon's photos whose file changed since it scored them,
+        decoded to compare their pixels (``stages.ScoredBefore``)."""
+        return self.run(self.stages(changed_since=changed_since, frames=frames), candidates)
 
     def run(self, stages: list[Stage], candidates: Iterable[Candidate]) -> Iterator[Outcome]:
         """Run ``stages`` over ``candidates``: on this thread with one worker (``--jobs

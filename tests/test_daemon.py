@@ -181,6 +181,47 @@ def test_a_fingerprint_of_an_earlier_version_still_spares_the_score(tmp_path, ti
         assert daemon.db.get(photo).fingerprint.startswith(decoding.FINGERPRINT_PREFIX)
 
 
+@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool not installed")
+def test_a_photo_whose_file_changed_is_decoded_once(tmp_path, tiny_model, env_paths,
+                                                   monkeypatch):
+    """The pass's own decode tells a metadata edit from a pixel edit: one decode each."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    photo = root / "once.jpg"
+    photo.write_bytes(jpeg(40))
+    decodes: Counter[Path] = Counter()
+    real_decode = decoding.decode
+
+    def counting_decode(path: Path, **kw: int) -> decoding.Decoded:
+        decodes[path] += 1
+        return real_decode(path, **kw)
+
+    monkeypatch.setattr(decoding, "decode", counting_decode)
+    with running(settings_for(env_paths, tiny_model), env_paths, [root]) as daemon:
+        wait_for(lambda: all_scored(daemon, [photo]) and idle(daemon))
+        assert decodes == {photo: 1}
+        # A pick label set in another program: the mtime changes, the pixels do not.
+        subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-digiKam:PickLabel=3",
+                        str(photo)], check=True)
+        wait_for(lambda: daemon.counts["touched"] == 1 and idle(daemon))
+        time.sleep(1.0)  # room for a (wrong) re-score or re-write
+        assert idle(daemon) and decodes == {photo: 2}
+        assert daemon.counts["scored"] == 1 and daemon.db.get(photo).scored_count == 1
+        assert daemon.db.get(photo).stat.mtime_ns == photo.stat().st_mtime_ns
+        # Only the mtime: still the same pixels, one decode.
+        os.utime(photo, ns=(time.time_ns(),) * 2)
+        wait_for(lambda: daemon.counts["touched"] == 2 and idle(daemon))
+        assert decodes == {photo: 3} and daemon.counts["scored"] == 1
+        # New pixels under the same name: one decode, and a new score.
+        new = root / ".once.jpg.tmp"
+        new.write_bytes(jpeg(220))
+        os.replace(new, photo)
+        wait_for(lambda: daemon.db.get(photo).scored_count == 2 and idle(daemon))
+        time.sleep(1.0)
+        assert idle(daemon) and decodes == {photo: 4}
+        assert daemon.counts["scored"] == 2 and daemon.counts["touched"] == 2
+
+
 def test_failures_are_recorded_and_retried_only_when_transient(tmp_path, tiny_model, env_paths):
     root = tmp_path / "photos"
     root.mkdir()
