@@ -39,7 +39,16 @@ from .service import (
     watchdog_interval_seconds,
 )
 from .state import GONE, SKIPPED, FileStat, StateDB
-from .watching import Change, PendingChanges, WatchSet, WorkQueue
+from .watching import (
+    Change,
+    ForgetSkipped,
+    PendingChanges,
+    Skipped,
+    Vanished,
+    WatchSet,
+    Work,
+    WorkQueue,
+)
 from .worker import Worker, verdict_missing
 
 if TYPE_CHECKING:
@@ -174,7 +183,6 @@ class Daemon:
         assert self.watches is not None and self.worker is not None
         watchdog_every = watchdog_interval_seconds()
         next_status = next_ping = next_check = 0.0
-        next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
         while not self._stopping.wait(self.tick_seconds):
             now = time.monotonic()
             self._promote_pending()
@@ -189,9 +197,6 @@ class Daemon:
                 next_status = now + STATUS_INTERVAL_SECONDS
                 self.status.write(self.snapshot())
                 sd_notify(f"STATUS={self._status_line()}")
-            if now >= next_prune:
-                next_prune = now + PRUNE_INTERVAL_SECONDS
-                self._guarded(self.worker.db.prune_gone)
             # Ping systemd only while the worker shows signs of life.
             if (watchdog_every and now >= next_ping
                     and now - self.worker.heartbeat < 4 * watchdog_every):
@@ -268,8 +273,11 @@ class Daemon:
         view = self._scan_view  # one reload's settings for the whole walk
         started, started_epoch, queued = time.monotonic(), time.time(), 0
         recent = time.time() - max(view.settings.settle_seconds, 2.0)
+        def on_skip(path: Path, reason: str) -> None:
+            self._send(Skipped(path, reason))
+
         for candidate in discovery.iter_candidates(
-                [root], follow_symlinks=view.settings.follow_symlinks, on_skip=self.worker.skip):
+                [root], follow_symlinks=view.settings.follow_symlinks, on_skip=on_skip):
             if self._stopping.is_set():
                 return
             if not self._needs_look(candidate, view):
@@ -278,11 +286,10 @@ class Daemon:
             if candidate.mtime_ns / 1e9 > recent:  # may still be copying: let it settle
                 self.pending.changed(candidate.path)
                 continue
-            while not self.queue.put(Change(candidate.path, reason="backlog"), timeout=0.5):
-                if self._stopping.is_set():
-                    return
+            if not self._send(Change(candidate.path, reason="backlog")):
+                return
         self._forget_vanished(root)
-        self.worker.db.forget_skipped(root, before=started_epoch)
+        self._send(ForgetSkipped(root, before=started_epoch))
         log.info("scanned %s: %d photos to look at (%.1f s)", root, queued,
                  time.monotonic() - started)
 
@@ -297,37 +304,49 @@ class Daemon:
                                            or row.policy != view.policy
                                            or verdict_missing(candidate.path, view.settings))
 
+    def _send(self, item: Work) -> bool:
+        """Queue ``item`` for the scoring thread, waiting for room; False: stopping."""
+        while not self.queue.put(item, timeout=0.5):
+            if self._stopping.is_set():
+                return False
+        return True
+
     def _forget_vanished(self, root: Path) -> None:
         assert self.worker is not None
-        db = self.worker.db
-        for path, status in db.iter_paths():
+        for path, status in self.worker.db.iter_paths():
             if status != GONE and path.is_relative_to(root) and not os.path.lexists(path):
-                self.worker.gone(path)
+                if not self._send(Vanished(path)):
+                    return
 
     # -- the worker thread ------------------------------------------------------------------
     def _work(self) -> None:
         assert self.worker is not None
         scored_since_idle = False
+        next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
         while not self._stopping.is_set():
-            self.worker.heartbeat = time.monotonic()
+            self.worker.heartbeat = now = time.monotonic()
             if self._reload.is_set():
                 self._reload.clear()
                 self._apply_reload()
-            changes = self.queue.take(self.settings.batch_size * 4, wait_seconds=0.2,
-                                      gather_seconds=0.05)
+            if now >= next_prune:
+                next_prune = now + PRUNE_INTERVAL_SECONDS
+                self._guarded(self.worker.db.prune_gone)
+            items = self.queue.take(self.settings.batch_size * 4, wait_seconds=0.2,
+                                    gather_seconds=0.05)
             candidates: dict[Path, Candidate] = {}
-            for change in changes:
+            for item in items:
                 try:
-                    candidate = self.worker.triage(change)
+                    if not isinstance(item, Change):
+                        self.worker.handle(item)
+                    elif (candidate := self.worker.triage(item)) is not None:
+                        candidates[candidate.path] = candidate
                 except IqsError as exc:
-                    log.error("%s: %s", change.path, exc)
-                    continue
-                if candidate is not None:
-                    candidates[candidate.path] = candidate
+                    where = item.root if isinstance(item, ForgetSkipped) else item.path
+                    log.error("%s: %s", where, exc)
             if candidates:
                 self.worker.score(list(candidates.values()), self._stopping)
                 scored_since_idle = True
-            elif not changes and scored_since_idle:  # the queue ran dry: idle at our size
+            elif not items and scored_since_idle:  # the queue ran dry: idle at our size
                 release_free_memory()
                 scored_since_idle = False
 

@@ -47,7 +47,7 @@ from .pipeline import Outcome, ScoredBefore, Scorer, Status
 from .records import Candidate, Decoded
 from .restore import stored_verdict_json, verdict_from_json, verdict_json
 from .state import FAILED, GONE, SCORED, SKIPPED, FileStat, PhotoRecord, StateDB
-from .watching import Change, is_photo_name
+from .watching import Change, Skipped, StateMessage, Vanished, is_photo_name
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -139,6 +139,16 @@ class Worker:
             self.changed_since[path] = ScoredBefore(
                 row.fingerprint, current, verdict_from_json(path, row.verdict) is not None)
         return Candidate(path, stat.size_bytes, stat.mtime_ns)
+
+    def handle(self, message: StateMessage) -> None:
+        """Write what another thread asked of the state (its one writer is this thread)."""
+        if isinstance(message, Vanished):
+            if not os.path.lexists(message.path):  # not back since the scanner looked
+                self.gone(message.path)
+        elif isinstance(message, Skipped):
+            self.skip(message.path, message.reason)
+        else:
+            self.db.forget_skipped(message.root, before=message.before)
 
     def inspect(self, path: Path) -> FileStat | str | None:
         """The stat of a photo we may score, a reason to skip it, or None: no such file."""
