@@ -1,15 +1,16 @@
 """The daemon: watch folders, score what arrives, remember what was done.
 
-    scanner thread (backlog, rescans) ----------------------------.
-    watchdog threads -> PendingChanges --settle (main thread)--> WorkQueue --> worker thread
+    scanner thread (backlog, rescans) --Change, Vanished, Skipped, ForgetSkipped--.
+    watchdog threads -> PendingChanges --settle (main thread)--> WorkQueue --> scoring thread
                                                         Worker.triage (state) -> Scorer.process
                                                         -> Worker.record (after the XMP write)
 
 The main thread settles pending changes, re-queues due retries, follows roots that come
 and go, writes the status file, pings systemd and handles signals (TERM/INT: stop; HUP:
-reload the configuration). The worker thread owns the ``Worker`` (``worker.py``: what to
+reload the configuration). The scoring thread owns the ``Worker`` (``worker.py``: what to
 score, and the state rows) and its ``Scorer`` (model loaded once); it is the only one
-scoring.
+scoring and the state database's one writer: the scanner and the main thread only read
+it, and the scanner asks for its writes on the queue (``watching.StateMessage``).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ MODEL_SETTINGS = ("model_path", "device")
 
 @dataclass(frozen=True)
 class ScanView:
-    """What the scanner thread reads of the settings and the scorer. The worker thread
+    """What the scanner thread reads of the settings and the scorer. The scoring thread
     owns both and publishes a new view, whole, when a reload replaces them."""
 
     settings: Settings
@@ -75,7 +76,7 @@ class ScanView:
 
     @classmethod
     def of(cls, scorer: Scorer) -> ScanView:
-        return cls(scorer.settings, scorer.model.info.label, scorer.policy.identity)
+        return cls(scorer.settings, scorer.model.info.model_label, scorer.policy.identity)
 
 
 class Daemon:
@@ -106,7 +107,7 @@ class Daemon:
         self.started_at = time.time()
         self.ready = threading.Event()  # set once watching (tests wait on it)
         self._scanner_phase = "watching"  # written by the scanner thread only
-        self._scan_view: ScanView | None = None  # written by the worker thread only (reload)
+        self._scan_view: ScanView | None = None  # written by the scoring thread only (reload)
         self._stopping = threading.Event()
         self._reload = threading.Event()
         self._scan_requests: queue.Queue[Path] = queue.Queue()
@@ -159,7 +160,7 @@ class Daemon:
                 poll_interval_seconds=self.settings.poll_interval_seconds,
                 follow_symlinks=self.settings.follow_symlinks, on_rescan=self.request_rescan)
             self.watches.start()
-            threads = [threading.Thread(target=self._work, name="iqs-worker", daemon=True),
+            threads = [threading.Thread(target=self._score_loop, name="iqs-scoring", daemon=True),
                        threading.Thread(target=self._scan, name="iqs-scanner", daemon=True)]
             for thread in threads:
                 thread.start()
@@ -179,15 +180,15 @@ class Daemon:
         except ModelError as exc:
             raise ModelError(_with_expected_digest(str(exc), settings)) from exc
 
-    def _loop(self, worker: threading.Thread) -> int:
+    def _loop(self, scoring: threading.Thread) -> int:
         assert self.watches is not None and self.worker is not None
         watchdog_every = watchdog_interval_seconds()
         next_status = next_ping = next_check = 0.0
         while not self._stopping.wait(self.tick_seconds):
             now = time.monotonic()
             self._promote_pending()
-            if not worker.is_alive():
-                log.error("the worker thread died; stopping (systemd restarts the service)")
+            if not scoring.is_alive():
+                log.error("the scoring thread died; stopping (systemd restarts the service)")
                 return 1
             if now >= next_check:
                 next_check = now + 2.0
@@ -197,7 +198,7 @@ class Daemon:
                 next_status = now + STATUS_INTERVAL_SECONDS
                 self.status.write(self.snapshot())
                 sd_notify(f"STATUS={self._status_line()}")
-            # Ping systemd only while the worker shows signs of life.
+            # Ping systemd only while the scoring thread shows signs of life.
             if (watchdog_every and now >= next_ping
                     and now - self.worker.heartbeat < 4 * watchdog_every):
                 next_ping = now + watchdog_every
@@ -205,7 +206,7 @@ class Daemon:
         return 0
 
     def _look_again(self, path: Path) -> None:
-        """The worker saw ``path`` change under it: let it settle, then triage it again."""
+        """The scoring thread saw ``path`` change under it: let it settle, then triage it again."""
         self.pending.changed(path)
 
     @staticmethod
@@ -318,8 +319,8 @@ class Daemon:
                 if not self._send(Vanished(path)):
                     return
 
-    # -- the worker thread ------------------------------------------------------------------
-    def _work(self) -> None:
+    # -- the scoring thread -----------------------------------------------------------------
+    def _score_loop(self) -> None:
         assert self.worker is not None
         scored_since_idle = False
         next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
@@ -364,13 +365,13 @@ class Daemon:
         for key in RESTART_SETTINGS:
             if getattr(new, key) != getattr(self.settings, key):
                 log.warning("%s changed: restart the daemon to apply it", key)
-        model_changed = scorer.model.info.label != old_scorer.model.info.label
+        model_changed = scorer.model.info.model_label != old_scorer.model.info.model_label
         policy_changed = scorer.policy.identity != old_scorer.policy.identity
         self.worker.scorer, self.worker.settings, self.settings = scorer, new, new
         self._scan_view = ScanView.of(scorer)
         old_scorer.close()  # after the swap: nothing reaches the old one any more
         self.pending.settle_seconds = new.settle_seconds
-        log.info("configuration reloaded (model %s, policy %s)", scorer.model.info.label,
+        log.info("configuration reloaded (model %s, policy %s)", scorer.model.info.model_label,
                  scorer.policy.identity)
         # A new policy re-labels from the stored scores (no decode); a new model re-scores.
         if model_changed or policy_changed:

@@ -5,10 +5,10 @@
 
 ``build_stages`` is where the order lives (the stages are in ``stages.py``, bursts in
 ``burst_stage.py`` and ``daemon_bursts.py``, the schedule in ``runner.py``). ``Scorer``
-holds what is loaded once per process (the model, the metadata worker, the threads) and
+holds what is loaded once per process (the model, the exiv2 process, the threads) and
 ``process`` streams outcomes. The ``score`` command and the daemon both use it.
 
-On a CPU, decoding and inference share the cores: ``jobs`` decode workers (one per core)
+On a CPU, decoding and inference share the cores: ``jobs`` decode threads (one per core)
 and ONNX Runtime's own threads (``threads``, by default half the cores) together keep
 every core busy without oversubscribing it; see ``inference_threads`` and
 benchmarks/README.md for the measurements behind the choice. With CUDA, inference leaves
@@ -70,12 +70,12 @@ MALLOC_MMAP_THRESHOLD = 32 * 1024 * 1024
 MALLOC_TRIM_THRESHOLD = 128 * 1024 * 1024
 
 
-def default_workers() -> int:
+def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Cap glibc's malloc arenas (default: 8 per core), before the worker threads start.
+    """Cap glibc's malloc arenas (default: 8 per core), before the decode threads start.
 
     Each decode thread otherwise gets its own arena, and every arena keeps some of the
     freed 18 MB decode buffers: the daemon idled at 350 MB and peaked at 430 MB after 500
@@ -114,12 +114,12 @@ def release_free_memory() -> None:
 def inference_threads(settings: Settings) -> int:
     """ONNX Runtime's threads per inference: ``settings.threads``, else half the cores.
 
-    The decode workers already make one thread per core, and decoding a 24 MP JPEG costs
+    The decode threads are one per core already, and decoding a 24 MP JPEG costs
     more CPU than the model, so inference takes what is left. On 2 cores one inference
     thread beside two decoders also spent the least CPU time per photo: its threads never
     wait for each other at a barrier while a decoder holds the other core.
     """
-    return settings.threads or max(1, default_workers() // 2)
+    return settings.threads or max(1, default_jobs() // 2)
 
 
 def batch_size_for(settings: Settings, providers: list[str]) -> int:
@@ -180,14 +180,14 @@ class Scorer:
         self.replace_hand_labels = replace_hand_labels
         self.keeps_frames = keeps_frames and settings.group_bursts
         limit_malloc_arenas()
-        self.workers = settings.jobs or default_workers()
+        self.jobs = settings.jobs or default_jobs()
         self.model = model or QualityModel.from_settings(
             settings, intra_op_threads=inference_threads(settings))
         self.batch_size = batch_size_for(settings, self.model.providers)
         self.policy = Policy.resolve(self.model.info.thresholds, settings)
         self.burst_settings = bursts.BurstSettings.from_settings(settings)
         self.metadata = MetadataWriter(settings)
-        self._decoders = ThreadPoolExecutor(self.workers, thread_name_prefix="iqs-decode")
+        self._decoders = ThreadPoolExecutor(self.jobs, thread_name_prefix="iqs-decode")
         # One writer thread: exiv2 calls are serialised anyway, and writes then overlap
         # with decoding and inference instead of stalling them.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="iqs-write")
@@ -232,11 +232,11 @@ class Scorer:
         return self.run(self.stages(changed_since=changed_since, frames=frames), candidates)
 
     def run(self, stages: list[Stage], candidates: Iterable[Candidate]) -> Iterator[Outcome]:
-        """Run ``stages`` over ``candidates``: on this thread with one worker (``--jobs
+        """Run ``stages`` over ``candidates``: on this thread with one decode thread (``--jobs
         1``), else decodes on the pool, inference here, writes on the writer thread."""
-        if self.workers == 1:
+        if self.jobs == 1:
             return run_sequential(stages, candidates)
         return run_concurrent(
             stages, candidates, pool=self._decoders, writer=self._writer,
-            window=self.workers * 2 + self.batch_size,  # decodes in flight: bounds memory
+            window=self.jobs * 2 + self.batch_size,  # decodes in flight: bounds memory
             writes_behind=2 * self.batch_size)  # written while inference goes on

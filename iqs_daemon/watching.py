@@ -175,7 +175,7 @@ class PendingChanges:
     def _settled(self, path: Path, entry: _Pending, now: float) -> bool:
         stat = FileStat.of(path)
         if stat is None:
-            return True  # gone: the worker forgets it
+            return True  # gone: the scoring thread forgets it
         if stat != entry.stat:
             entry.stat, entry.stat_since = stat, now
             return False
@@ -183,7 +183,7 @@ class PendingChanges:
         return quiet >= (self.stale_write_seconds if entry.writing else self.settle_seconds)
 
 
-# --- the queue between the watcher and the worker -------------------------------------
+# --- the queue to the scoring thread ----------------------------------------------------
 
 
 class WorkQueue:
@@ -288,7 +288,7 @@ class PhotoEventHandler(FileSystemEventHandler):
             # Renamed into place: complete. From a photo name: its row can follow it.
             self._changed(dest, ready=True, moved_from=src)
         elif src is not None:
-            self._changed(src, ready=True)  # renamed away: the worker forgets it
+            self._changed(src, ready=True)  # renamed away: the scoring thread forgets it
 
 
 # --- observers ----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""What the daemon's worker thread does with each changed path: triage, score, record.
+"""What the daemon's scoring thread does with each changed path: triage, score, record.
 
     Change --triage (state, lstat, pixels)--> Candidate --Scorer.process--> Outcome
            --record--> a state row (after the XMP write)
@@ -69,7 +69,7 @@ def retry_delay_seconds(error: IqsError, attempts: int, base_seconds: float) -> 
 
 
 class Worker:
-    """Owns the Scorer and every state write the scoring makes (one thread).
+    """Owns the Scorer and every state write (the scoring thread, the state's one writer).
 
     Its Scorer keeps burst frames (``keeps_frames``): each scored frame is grouped with
     the recent frames of its folder kept in the state (``daemon_bursts``), and earlier
@@ -100,7 +100,7 @@ class Worker:
 
     @property
     def model_label(self) -> str:
-        return self.scorer.model.info.label
+        return self.scorer.model.info.model_label
 
     def _count(self, key: str) -> None:
         with self._counts_lock:
@@ -141,7 +141,7 @@ class Worker:
         return Candidate(path, stat.size_bytes, stat.mtime_ns)
 
     def handle(self, message: StateMessage) -> None:
-        """Write what another thread asked of the state (its one writer is this thread)."""
+        """Write what the scanner thread asked of the state."""
         if isinstance(message, Vanished):
             if not os.path.lexists(message.path):  # not back since the scanner looked
                 self.gone(message.path)
