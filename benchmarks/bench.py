@@ -31,7 +31,7 @@ from bench_standin import build_standin  # noqa: E402
 
 from iqs_daemon.cli.common import parse_set_options  # noqa: E402
 from iqs_daemon.config import Paths, load_settings  # noqa: E402
-from iqs_daemon.pipeline import batch_size_for, default_workers  # noqa: E402
+from iqs_daemon.pipeline import batch_size_for, default_jobs  # noqa: E402
 
 MB = 1024 * 1024
 TARGETS = {"floor_ratio": 0.85, "naive_ratio": 3.0, "p95_seconds": 1.5, "rss_mb": 400,
@@ -89,7 +89,7 @@ def warm_page_cache(inputs: InputSet) -> None:
 
 
 def run(args: argparse.Namespace, work: Path) -> dict:
-    cores = default_workers()
+    cores = default_jobs()
     model_path = build_standin(args.standin, work) if args.standin else args.model
     if not model_path.is_file():
         raise SystemExit(f"{model_path} not found: pass --model FILE or --standin lite0")
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
                "on_gpu": model.providers[0] != "CPUExecutionProvider",
                "counts": {"jpeg": args.count, "heic": args.heic, "raw": args.raw,
                           "naive": args.naive_count}, "jpeg_mb": inputs.jpeg_mb, "sets": args.sets}
-    r["model_label"] = model.info.label
+    r["model_label"] = model.info.model_label
     log("1. decode floors: the library alone, and the product's decoding path")
     for kind in ("jpeg", "heic", "raw"):
         files = getattr(inputs, kind)
@@ -226,7 +226,7 @@ def render(r: dict) -> str:
         ("3. naive pipeline", naive, f"full imread, batch 1, write; {c['naive']} photos"),
         ("4. iqs-daemon score", e2e,
          f"CPU {100 * e2e['cpu']:.0f} % of {r['cores']} cores; peak RSS {e2e['peak_rss_mb']:.0f} "
-         f"MB, with exiv2 worker {e2e['peak_tree_rss_mb']:.0f} MB; from model load on: "
+         f"MB, with exiv2 process {e2e['peak_tree_rss_mb']:.0f} MB; from model load on: "
          f"{e2e['reported_per_second']:.2f}/s"),
     ]
     if "steady_per_second" in e2e:
@@ -258,7 +258,7 @@ def render(r: dict) -> str:
          f"idle after {d['warmup_photos']} photos / after {d['bulk_photos']} more "
          f"({d['bulk_per_second']:.2f}/s); at start {d['rss_loaded_mb']:.0f} MB, peak "
          f"{d['rss_peak_mb']:.0f} MB, "
-         f"with exiv2 worker {d['tree_rss_after_mb']:.0f} MB"),
+         f"with exiv2 process {d['tree_rss_after_mb']:.0f} MB"),
     ]
     header = ("measurement", "photos/s", "CPU ms/photo", "notes")
     widths = [max(len(row[i]) for row in [header, *table]) for i in range(3)]

@@ -1,7 +1,7 @@
 """In-process measurements: the decode floor, the model floor and the naive pipeline.
 
 Each returns a ``Rate`` over its whole set (after one warm-up item): wall-clock time and
-the CPU time of this process and of the children it reaped (the exiv2 worker), which
+the CPU time of this process and of the children it reaped (the exiv2 process), which
 contention from other programs on a shared machine hardly changes. Measured with the
 product's own functions: ``decoding.decode`` + ``QualityModel.prepare`` for the
 decode floor, ``QualityModel.run`` for the model floor, the real ``MetadataWriter``.
@@ -104,7 +104,7 @@ def naive_pipeline(model: QualityModel, files: list[Path], settings: Settings) -
     inference, write the metadata, one photo after the other."""
     thresholds = Policy.resolve(model.info.thresholds, settings)
     clock = Clock()
-    with MetadataWriter(settings) as writer:  # closing it reaps the exiv2 worker: CPU counted
+    with MetadataWriter(settings) as writer:  # closing it reaps the exiv2 process: CPU counted
         for path in files:
             rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
             views = model.prepare(rgb)

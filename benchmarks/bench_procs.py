@@ -1,10 +1,10 @@
 """Measurements of the real commands, run as subprocesses: ``iqs-daemon score`` and
 ``iqs-daemon start``.
 
-CPU time comes from ``wait4`` (the command and every child it reaped, so the exiv2 worker
+CPU time comes from ``wait4`` (the command and every child it reaped, so the exiv2 process
 too); memory from ``/proc``: the command's peak resident set (``VmHWM``; ``wait4``'s
 ``ru_maxrss`` would start from this benchmark's own, inherited at fork) and that of its
-whole process tree (the exiv2 worker is a separate Python process), sampled every 50 ms.
+whole process tree (exiv2 runs in a separate Python process), sampled every 50 ms.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 On a machine shared with other work, absolute times drift between two runs of
 ``bench.py``; here the trees take turns (``--rounds`` each), so a slower moment slows
 both. Per run: photos/s over the whole command (start-up included), CPU ms per photo
-(the command and its exiv2 worker) and minor page faults per photo; then the median of
+(the command and its exiv2 process) and minor page faults per photo; then the median of
 one-photo runs, which is the start-up (interpreter, model load, first photo), and the
 steady state: the other photos over the time and CPU they added to it.
 """

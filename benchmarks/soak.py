@@ -3,7 +3,7 @@
 Not part of pytest (it takes minutes). It drops ``--photos`` generated JPEGs into a watched
 folder in bursts and injects, at random: unreadable files (zero bytes, truncated, random
 bytes), slow copies (two writes with a pause), temporary names renamed into place, moves
-and deletions of photos already scored, files that crash exiv2 (the worker aborts), and
+and deletions of photos already scored, files that crash exiv2 (its process aborts), and
 ``kill -9`` of the daemon followed by a restart. At the end it checks and prints:
 
 - every readable photo carries one verdict, written once (never twice);
@@ -87,7 +87,7 @@ class Soak:
             encoding="utf-8")
         self.env = {**os.environ, "IQS_CONFIG_DIR": str(config),
                     "IQS_STATE_DIR": str(work / "state"), "IQS_RUNTIME_DIR": str(work / "run"),
-                    # tests/exiv2_fault makes the exiv2 worker process abort on CRASH_MARK
+                    # tests/exiv2_fault makes the exiv2 process abort on CRASH_MARK
                     "IQS_TEST_EXIV2_ABORT_ON": CRASH_MARK,
                     "PYTHONPATH": os.pathsep.join((str(REPO / "tests" / "exiv2_fault"),
                                                    str(REPO)))}

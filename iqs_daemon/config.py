@@ -85,7 +85,7 @@ class Settings:
     model_path: str = ""  # empty: the model shipped in the package
     device: str = "auto"  # auto | cpu | cuda
     batch_size: int = 8  # photos per inference where set; unset: 1 on a CPU, 32 on a GPU
-    jobs: int = 0  # decode workers; 0 = one per CPU core
+    jobs: int = 0  # decode threads; 0 = one per CPU core
     threads: int = 0  # ONNX Runtime threads per inference; 0 = chosen against `jobs`
     # [verdict] (None: the policy's defaults, verdict.DEFAULT_POLICY or the model's own)
     reject_below: float | None = None  # a score below this is a failure: Rejected

@@ -1,15 +1,16 @@
 """The daemon: watch folders, score what arrives, remember what was done.
 
-    scanner thread (backlog, rescans) ----------------------------.
-    watchdog threads -> PendingChanges --settle (main thread)--> WorkQueue --> worker thread
+    scanner thread (backlog, rescans) --Change, Vanished, Skipped, ForgetSkipped--.
+    watchdog threads -> PendingChanges --settle (main thread)--> WorkQueue --> scoring thread
                                                         Worker.triage (state) -> Scorer.process
                                                         -> Worker.record (after the XMP write)
 
 The main thread settles pending changes, re-queues due retries, follows roots that come
 and go, writes the status file, pings systemd and handles signals (TERM/INT: stop; HUP:
-reload the configuration). The worker thread owns the ``Worker`` (``worker.py``: what to
+reload the configuration). The scoring thread owns the ``Worker`` (``worker.py``: what to
 score, and the state rows) and its ``Scorer`` (model loaded once); it is the only one
-scoring.
+scoring and the state database's one writer: the scanner and the main thread only read
+it, and the scanner asks for its writes on the queue (``watching.StateMessage``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,16 @@ from .service import (
     watchdog_interval_seconds,
 )
 from .state import GONE, SKIPPED, FileStat, StateDB
-from .watching import Change, PendingChanges, WatchSet, WorkQueue
+from .watching import (
+    Change,
+    ForgetSkipped,
+    PendingChanges,
+    Skipped,
+    Vanished,
+    WatchSet,
+    Work,
+    WorkQueue,
+)
 from .worker import Worker, verdict_missing
 
 if TYPE_CHECKING:
@@ -57,7 +67,7 @@ MODEL_SETTINGS = ("model_path", "device")
 
 @dataclass(frozen=True)
 class ScanView:
-    """What the scanner thread reads of the settings and the scorer. The worker thread
+    """What the scanner thread reads of the settings and the scorer. The scoring thread
     owns both and publishes a new view, whole, when a reload replaces them."""
 
     settings: Settings
@@ -66,7 +76,7 @@ class ScanView:
 
     @classmethod
     def of(cls, scorer: Scorer) -> ScanView:
-        return cls(scorer.settings, scorer.model.info.label, scorer.policy.identity)
+        return cls(scorer.settings, scorer.model.info.model_label, scorer.policy.identity)
 
 
 class Daemon:
@@ -97,7 +107,7 @@ class Daemon:
         self.started_at = time.time()
         self.ready = threading.Event()  # set once watching (tests wait on it)
         self._scanner_phase = "watching"  # written by the scanner thread only
-        self._scan_view: ScanView | None = None  # written by the worker thread only (reload)
+        self._scan_view: ScanView | None = None  # written by the scoring thread only (reload)
         self._stopping = threading.Event()
         self._reload = threading.Event()
         self._scan_requests: queue.Queue[Path] = queue.Queue()
@@ -150,7 +160,7 @@ class Daemon:
                 poll_interval_seconds=self.settings.poll_interval_seconds,
                 follow_symlinks=self.settings.follow_symlinks, on_rescan=self.request_rescan)
             self.watches.start()
-            threads = [threading.Thread(target=self._work, name="iqs-worker", daemon=True),
+            threads = [threading.Thread(target=self._score_loop, name="iqs-scoring", daemon=True),
                        threading.Thread(target=self._scan, name="iqs-scanner", daemon=True)]
             for thread in threads:
                 thread.start()
@@ -170,16 +180,15 @@ class Daemon:
         except ModelError as exc:
             raise ModelError(_with_expected_digest(str(exc), settings)) from exc
 
-    def _loop(self, worker: threading.Thread) -> int:
+    def _loop(self, scoring: threading.Thread) -> int:
         assert self.watches is not None and self.worker is not None
         watchdog_every = watchdog_interval_seconds()
         next_status = next_ping = next_check = 0.0
-        next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
         while not self._stopping.wait(self.tick_seconds):
             now = time.monotonic()
             self._promote_pending()
-            if not worker.is_alive():
-                log.error("the worker thread died; stopping (systemd restarts the service)")
+            if not scoring.is_alive():
+                log.error("the scoring thread died; stopping (systemd restarts the service)")
                 return 1
             if now >= next_check:
                 next_check = now + 2.0
@@ -189,10 +198,7 @@ class Daemon:
                 next_status = now + STATUS_INTERVAL_SECONDS
                 self.status.write(self.snapshot())
                 sd_notify(f"STATUS={self._status_line()}")
-            if now >= next_prune:
-                next_prune = now + PRUNE_INTERVAL_SECONDS
-                self._guarded(self.worker.db.prune_gone)
-            # Ping systemd only while the worker shows signs of life.
+            # Ping systemd only while the scoring thread shows signs of life.
             if (watchdog_every and now >= next_ping
                     and now - self.worker.heartbeat < 4 * watchdog_every):
                 next_ping = now + watchdog_every
@@ -200,7 +206,7 @@ class Daemon:
         return 0
 
     def _look_again(self, path: Path) -> None:
-        """The worker saw ``path`` change under it: let it settle, then triage it again."""
+        """The scoring thread saw ``path`` change under it: let it settle, then triage it again."""
         self.pending.changed(path)
 
     @staticmethod
@@ -268,8 +274,11 @@ class Daemon:
         view = self._scan_view  # one reload's settings for the whole walk
         started, started_epoch, queued = time.monotonic(), time.time(), 0
         recent = time.time() - max(view.settings.settle_seconds, 2.0)
+        def on_skip(path: Path, reason: str) -> None:
+            self._send(Skipped(path, reason))
+
         for candidate in discovery.iter_candidates(
-                [root], follow_symlinks=view.settings.follow_symlinks, on_skip=self.worker.skip):
+                [root], follow_symlinks=view.settings.follow_symlinks, on_skip=on_skip):
             if self._stopping.is_set():
                 return
             if not self._needs_look(candidate, view):
@@ -278,11 +287,10 @@ class Daemon:
             if candidate.mtime_ns / 1e9 > recent:  # may still be copying: let it settle
                 self.pending.changed(candidate.path)
                 continue
-            while not self.queue.put(Change(candidate.path, reason="backlog"), timeout=0.5):
-                if self._stopping.is_set():
-                    return
+            if not self._send(Change(candidate.path, reason="backlog")):
+                return
         self._forget_vanished(root)
-        self.worker.db.forget_skipped(root, before=started_epoch)
+        self._send(ForgetSkipped(root, before=started_epoch))
         log.info("scanned %s: %d photos to look at (%.1f s)", root, queued,
                  time.monotonic() - started)
 
@@ -297,37 +305,49 @@ class Daemon:
                                            or row.policy != view.policy
                                            or verdict_missing(candidate.path, view.settings))
 
+    def _send(self, item: Work) -> bool:
+        """Queue ``item`` for the scoring thread, waiting for room; False: stopping."""
+        while not self.queue.put(item, timeout=0.5):
+            if self._stopping.is_set():
+                return False
+        return True
+
     def _forget_vanished(self, root: Path) -> None:
         assert self.worker is not None
-        db = self.worker.db
-        for path, status in db.iter_paths():
+        for path, status in self.worker.db.iter_paths():
             if status != GONE and path.is_relative_to(root) and not os.path.lexists(path):
-                self.worker.gone(path)
+                if not self._send(Vanished(path)):
+                    return
 
-    # -- the worker thread ------------------------------------------------------------------
-    def _work(self) -> None:
+    # -- the scoring thread -----------------------------------------------------------------
+    def _score_loop(self) -> None:
         assert self.worker is not None
         scored_since_idle = False
+        next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
         while not self._stopping.is_set():
-            self.worker.heartbeat = time.monotonic()
+            self.worker.heartbeat = now = time.monotonic()
             if self._reload.is_set():
                 self._reload.clear()
                 self._apply_reload()
-            changes = self.queue.take(self.settings.batch_size * 4, wait_seconds=0.2,
-                                      gather_seconds=0.05)
+            if now >= next_prune:
+                next_prune = now + PRUNE_INTERVAL_SECONDS
+                self._guarded(self.worker.db.prune_gone)
+            items = self.queue.take(self.settings.batch_size * 4, wait_seconds=0.2,
+                                    gather_seconds=0.05)
             candidates: dict[Path, Candidate] = {}
-            for change in changes:
+            for item in items:
                 try:
-                    candidate = self.worker.triage(change)
+                    if not isinstance(item, Change):
+                        self.worker.handle(item)
+                    elif (candidate := self.worker.triage(item)) is not None:
+                        candidates[candidate.path] = candidate
                 except IqsError as exc:
-                    log.error("%s: %s", change.path, exc)
-                    continue
-                if candidate is not None:
-                    candidates[candidate.path] = candidate
+                    where = item.root if isinstance(item, ForgetSkipped) else item.path
+                    log.error("%s: %s", where, exc)
             if candidates:
                 self.worker.score(list(candidates.values()), self._stopping)
                 scored_since_idle = True
-            elif not changes and scored_since_idle:  # the queue ran dry: idle at our size
+            elif not items and scored_since_idle:  # the queue ran dry: idle at our size
                 release_free_memory()
                 scored_since_idle = False
 
@@ -345,13 +365,13 @@ class Daemon:
         for key in RESTART_SETTINGS:
             if getattr(new, key) != getattr(self.settings, key):
                 log.warning("%s changed: restart the daemon to apply it", key)
-        model_changed = scorer.model.info.label != old_scorer.model.info.label
+        model_changed = scorer.model.info.model_label != old_scorer.model.info.model_label
         policy_changed = scorer.policy.identity != old_scorer.policy.identity
         self.worker.scorer, self.worker.settings, self.settings = scorer, new, new
         self._scan_view = ScanView.of(scorer)
         old_scorer.close()  # after the swap: nothing reaches the old one any more
         self.pending.settle_seconds = new.settle_seconds
-        log.info("configuration reloaded (model %s, policy %s)", scorer.model.info.label,
+        log.info("configuration reloaded (model %s, policy %s)", scorer.model.info.model_label,
                  scorer.policy.identity)
         # A new policy re-labels from the stored scores (no decode); a new model re-scores.
         if model_changed or policy_changed:

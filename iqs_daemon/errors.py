@@ -54,7 +54,7 @@ class FileError(IqsError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
-    # Picklable across process boundaries (the metadata worker, decode pools).
+    # Picklable across process boundaries (the exiv2 process, decode pools).
     def __reduce__(self) -> tuple[type[FileError], tuple[Path, str]]:
         return (self.__class__, (self.path, self.reason))
 

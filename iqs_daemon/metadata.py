@@ -12,7 +12,7 @@ What is written (see docs/interop.md for what each photo manager shows):
 
 JPEG, TIFF, PNG and WebP carry the XMP inside; RAW, DNG, HEIF/AVIF and BMP get a sidecar.
 Every write goes to a copy beside the target, is fsynced and renamed over it. exiv2 runs
-in a worker process (``xmp_worker.py``) so a crash costs one photo, not the daemon.
+in a separate process (``exiv2_process.py``) so a crash costs one photo, not the daemon.
 
     with MetadataWriter() as writer:
         result = writer.write_verdict(photo, verdict, fingerprint, settings)
@@ -46,6 +46,15 @@ from .discovery import (
     WEBP_EXTENSIONS,
 )
 from .errors import FileChanged, MetadataError, MetadataRefused
+from .exiv2_process import (
+    IQS_NS_URI,
+    IQS_PREFIX,
+    Exiv2CrashError,
+    Exiv2Error,
+    Exiv2Process,
+    Exiv2StartError,
+    InProcess,
+)
 from .records import WriteResult
 from .xmp_tags import (
     EXIF_EXTENSIONS,
@@ -58,15 +67,6 @@ from .xmp_tags import (
     merge_stored,
     plan_tags,
     up_to_date,
-)
-from .xmp_worker import (
-    IQS_NS_URI,
-    IQS_PREFIX,
-    Exiv2CrashError,
-    Exiv2Error,
-    InProcess,
-    WorkerProcess,
-    WorkerStartError,
 )
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ def _prepare_copy(target: Path, tmp_fd: int, tmp: Path, owner: os.stat_result,
 class MetadataWriter:
     """Owns the exiv2 backend; every call goes through it, one at a time.
 
-    ``isolated=True`` (the default) runs exiv2 in a worker process that is restarted
+    ``isolated=True`` (the default) runs exiv2 in a child process that is restarted
     after a crash; ``isolated=False`` runs it in this process (tests, benchmarks).
     """
 
@@ -249,8 +249,8 @@ class MetadataWriter:
     ):
         # ``settings`` is accepted for callers' convenience; every method takes its own.
         self.settings = settings
-        self.backend: InProcess | WorkerProcess = (
-            WorkerProcess(timeout_seconds) if isolated else InProcess()
+        self.backend: InProcess | Exiv2Process = (
+            Exiv2Process(timeout_seconds) if isolated else InProcess()
         )
         # Files that crashed exiv2, by (path, size, mtime): not retried until they change.
         self._crashed: set[tuple[str, int, int]] = set()
@@ -280,7 +280,7 @@ class MetadataWriter:
             with self._lock:
                 self._crashed.add(identity)
             raise MetadataRefused(photo, str(exc)) from exc
-        except WorkerStartError as exc:  # not the file's fault: try again later
+        except Exiv2StartError as exc:  # not the file's fault: try again later
             raise MetadataError(photo, f"exiv2: {exc}") from exc
         except Exiv2Error as exc:
             raise MetadataRefused(photo, f"exiv2: {exc}") from exc

@@ -64,7 +64,9 @@ class ModelInfo:
     thresholds: dict[str, Any]
 
     @property
-    def label(self) -> str:
+    def model_label(self) -> str:
+        """"name version": what the state and the status call the model (a pick label
+        is a photo's Rejected, Pending or Accepted)."""
         return f"{self.name} {self.version}"
 
     @property
@@ -171,7 +173,7 @@ class QualityModel:
         options.inter_op_num_threads = 1
         if intra_op_threads:  # 0: ONNX Runtime's default, one per physical core
             options.intra_op_num_threads = intra_op_threads
-        # Idle ONNX Runtime threads spin after each run, on the cores the decode workers
+        # Idle ONNX Runtime threads spin after each run, on the cores the decode threads
         # need; without spinning a batch starts a few microseconds later.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
@@ -193,7 +195,7 @@ class QualityModel:
         self.providers = self.session.get_providers()
         check_device(device, self.providers)
         self._output_names = [o.name for o in self.session.get_outputs()]
-        log.info("model %s on %s", self.info.label, ", ".join(self.providers))
+        log.info("model %s on %s", self.info.model_label, ", ".join(self.providers))
 
     @classmethod
     def from_settings(cls, settings: Settings, *, intra_op_threads: int = 0) -> QualityModel:
@@ -218,7 +220,7 @@ class QualityModel:
         ]
 
     def prepare(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
-        """The model's views of one decoded photo (safe to call from decode workers)."""
+        """The model's views of one decoded photo (safe to call from decode threads)."""
         from .views import detail_view, whole_view, working_image
 
         rgb = working_image(rgb, self.info.min_short_side)

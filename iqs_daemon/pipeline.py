@@ -5,10 +5,10 @@
 
 ``build_stages`` is where the order lives (the stages are in ``stages.py``, bursts in
 ``burst_stage.py`` and ``daemon_bursts.py``, the schedule in ``runner.py``). ``Scorer``
-holds what is loaded once per process (the model, the metadata worker, the threads) and
+holds what is loaded once per process (the model, the exiv2 process, the threads) and
 ``process`` streams outcomes. The ``score`` command and the daemon both use it.
 
-On a CPU, decoding and inference share the cores: ``jobs`` decode workers (one per core)
+On a CPU, decoding and inference share the cores: ``jobs`` decode threads (one per core)
 and ONNX Runtime's own threads (``threads``, by default half the cores) together keep
 every core busy without oversubscribing it; see ``inference_threads`` and
 benchmarks/README.md for the measurements behind the choice. With CUDA, inference leaves
@@ -21,7 +21,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -42,6 +42,7 @@ from .stages import (
     Pass,
     Prepared,
     Scored,
+    ScoredBefore,
     Status,
     decode_photo,
     failing_alone,
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .state import StateDB
 
-__all__ = ["REDECIDED_SOURCE", "Outcome", "Scorer", "Status", "build_stages"]
+__all__ = ["REDECIDED_SOURCE", "Outcome", "ScoredBefore", "Scorer", "Status", "build_stages"]
 
 # Photos per inference unless ``batch_size`` is set. On a CPU a batch of one costs the
 # least CPU time per photo and its activations stay small (EfficientNet-Lite0 at 512 px:
@@ -69,12 +70,12 @@ MALLOC_MMAP_THRESHOLD = 32 * 1024 * 1024
 MALLOC_TRIM_THRESHOLD = 128 * 1024 * 1024
 
 
-def default_workers() -> int:
+def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Cap glibc's malloc arenas (default: 8 per core), before the worker threads start.
+    """Cap glibc's malloc arenas (default: 8 per core), before the decode threads start.
 
     Each decode thread otherwise gets its own arena, and every arena keeps some of the
     freed 18 MB decode buffers: the daemon idled at 350 MB and peaked at 430 MB after 500
@@ -113,12 +114,12 @@ def release_free_memory() -> None:
 def inference_threads(settings: Settings) -> int:
     """ONNX Runtime's threads per inference: ``settings.threads``, else half the cores.
 
-    The decode workers already make one thread per core, and decoding a 24 MP JPEG costs
+    The decode threads are one per core already, and decoding a 24 MP JPEG costs
     more CPU than the model, so inference takes what is left. On 2 cores one inference
     thread beside two decoders also spent the least CPU time per photo: its threads never
     wait for each other at a barrier while a decoder holds the other core.
     """
-    return settings.threads or max(1, default_workers() // 2)
+    return settings.threads or max(1, default_jobs() // 2)
 
 
 def batch_size_for(settings: Settings, providers: list[str]) -> int:
@@ -179,14 +180,14 @@ class Scorer:
         self.replace_hand_labels = replace_hand_labels
         self.keeps_frames = keeps_frames and settings.group_bursts
         limit_malloc_arenas()
-        self.workers = settings.jobs or default_workers()
+        self.jobs = settings.jobs or default_jobs()
         self.model = model or QualityModel.from_settings(
             settings, intra_op_threads=inference_threads(settings))
         self.batch_size = batch_size_for(settings, self.model.providers)
         self.policy = Policy.resolve(self.model.info.thresholds, settings)
         self.burst_settings = bursts.BurstSettings.from_settings(settings)
         self.metadata = MetadataWriter(settings)
-        self._decoders = ThreadPoolExecutor(self.workers, thread_name_prefix="iqs-decode")
+        self._decoders = ThreadPoolExecutor(self.jobs, thread_name_prefix="iqs-decode")
         # One writer thread: exiv2 calls are serialised anyway, and writes then overlap
         # with decoding and inference instead of stalling them.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="iqs-write")
@@ -203,38 +204,39 @@ class Scorer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def pass_for(self, *, pixels_changed: frozenset[Path] = frozenset()) -> Pass:
+    def pass_for(self, *, changed_since: Mapping[Path, ScoredBefore] | None = None) -> Pass:
         """What the stages of one pass read."""
         return Pass(self.settings, self.model, self.policy, self.metadata, self.burst_settings,
                     dry_run=self.dry_run, rescore=self.rescore,
                     replace_hand_labels=self.replace_hand_labels,
                     group_bursts=self.group_bursts,
                     framing=self.group_bursts or self.keeps_frames,
-                    pixels_changed=pixels_changed)
+                    changed_since=changed_since or {})
 
-    def stages(self, *, pixels_changed: frozenset[Path] = frozenset(),
+    def stages(self, *, changed_since: Mapping[Path, ScoredBefore] | None = None,
                frames: StateDB | None = None) -> list[Stage]:
         """This scorer's stage list; ``frames``: the daemon's state, for its bursts."""
-        p = self.pass_for(pixels_changed=pixels_changed)
+        p = self.pass_for(changed_since=changed_since)
         return build_stages(p, self.batch_size, frames=frames if self.keeps_frames else None,
                             hand_picks=self._hand_picks)
 
     def process(self, candidates: Iterable[Candidate], *,
-                pixels_changed: frozenset[Path] = frozenset(),
+                changed_since: Mapping[Path, ScoredBefore] | None = None,
                 frames: StateDB | None = None) -> Iterator[Outcome]:
         """Score every candidate; yields one Outcome each, in input order except that a
         photo scored now may come after the photos behind it that needed no inference
         (with bursts: folder by folder, a burst's frames when it is decided; with the
         daemon's ``frames``, earlier frames re-decided come out as outcomes of their own).
-        ``pixels_changed``: photos scored even though they carry a current verdict."""
-        return self.run(self.stages(pixels_changed=pixels_changed, frames=frames), candidates)
+        ``changed_since``: the daemon's photos whose file changed since it scored them,
+        decoded to compare their pixels (``stages.ScoredBefore``)."""
+        return self.run(self.stages(changed_since=changed_since, frames=frames), candidates)
 
     def run(self, stages: list[Stage], candidates: Iterable[Candidate]) -> Iterator[Outcome]:
-        """Run ``stages`` over ``candidates``: on this thread with one worker (``--jobs
+        """Run ``stages`` over ``candidates``: on this thread with one decode thread (``--jobs
         1``), else decodes on the pool, inference here, writes on the writer thread."""
-        if self.workers == 1:
+        if self.jobs == 1:
             return run_sequential(stages, candidates)
         return run_concurrent(
             stages, candidates, pool=self._decoders, writer=self._writer,
-            window=self.workers * 2 + self.batch_size,  # decodes in flight: bounds memory
+            window=self.jobs * 2 + self.batch_size,  # decodes in flight: bounds memory
             writes_behind=2 * self.batch_size)  # written while inference goes on

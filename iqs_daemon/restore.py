@@ -2,8 +2,8 @@
 
 The state row keeps the verdict as written (``verdict_json``). When a photo the state says
 was scored carries no verdict of ours any more (its sidecar deleted, its XMP stripped with
-``exiftool -all=``) and its pixels are the ones scored, the worker writes the kept verdict
-back (``verdict_from_json``) instead of scoring the photo again.
+``exiftool -all=``) and its pixels are the ones scored, the daemon's ``Worker`` writes the
+kept verdict back (``verdict_from_json``) instead of scoring the photo again.
 """
 
 from __future__ import annotations

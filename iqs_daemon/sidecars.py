@@ -17,8 +17,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .exiv2_process import IQS_NS_URI
 from .metadata import _stem_clash, sidecar_path
-from .xmp_worker import IQS_NS_URI
 
 if TYPE_CHECKING:
     from .config import Settings

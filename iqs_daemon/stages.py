@@ -3,6 +3,7 @@
     Candidate --read_stored--> Looked --reuse_verdict--> Outcome (unchanged)
                                                     or  Decided (re-decided, to write)
               --decode_photo--> Prepared --score_batch--> Scored --write--> Outcome
+                            or  Outcome (the daemon's: touched, the same pixels)
 
 ``pipeline.build_stages`` puts them in a list, and ``runner.py`` runs it. Each stage
 reads the ``Pass`` it is given (the model, the policy, the flags of this pass) and
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -27,7 +28,7 @@ from .burst_stage import Framed
 from .errors import InputError, IqsError
 from .exposure import ExposureFacts, measure
 from .metadata import hand_label
-from .records import Burst, Candidate, PickLabel, Scores, Verdict, WriteResult
+from .records import Burst, Candidate, Decoded, PickLabel, Scores, Verdict, WriteResult
 from .sharpness import Signature, signature_of
 from .verdict import decide, redecide
 
@@ -50,6 +51,8 @@ class Status(str, Enum):
     SCORED = "scored"
     REDECIDED = "redecided"  # re-labelled from its stored scores under a new policy
     UNCHANGED = "unchanged"  # it carries a verdict of this model and policy
+    # The daemon's: the file changed since its verdict, its pixels did not (a metadata edit).
+    TOUCHED = "touched"
     FAILED = "failed"
 
     # Printed, and found in a count, by its value, as a StrEnum (Python 3.11) would be.
@@ -76,6 +79,16 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class ScoredBefore:
+    """What the daemon's state keeps of a photo it scored whose file changed since (its
+    size or mtime): the pass decodes it and compares its pixels (``decode_photo``)."""
+
+    fingerprint: str  # of the pixels scored
+    current: bool  # that verdict is of this pass's model and policy
+    restorable: bool  # the state keeps the verdict, to write back if the XMP lost it
+
+
+@dataclass(frozen=True)
 class Pass:
     """What the stages of one pass read: loaded once, never changed by a stage."""
 
@@ -90,8 +103,9 @@ class Pass:
     group_bursts: bool = False  # one-shot: hold a folder's frames and decide its bursts
     # Scored photos get what burst grouping needs: capture time, signature, hand label.
     framing: bool = False
-    # Photos whose pixels changed since their verdict (the daemon's triage): scored again.
-    pixels_changed: frozenset[Path] = frozenset()
+    # The daemon's photos whose file changed since their verdict: decoded, never reused
+    # unseen; the same pixels under a current verdict end as TOUCHED, other pixels are scored.
+    changed_since: Mapping[Path, ScoredBefore] = field(default_factory=dict)
 
     @property
     def whole_view(self) -> str:
@@ -139,7 +153,7 @@ def reuse_verdict(p: Pass, looked: Looked) -> Looked | Outcome | Decided:
     policy it is unchanged; with another it is re-decided from its stored scores."""
     stored = looked.stored
     info = p.model.info
-    if (stored is None or looked.candidate.path in p.pixels_changed
+    if (stored is None or looked.candidate.path in p.changed_since
             or (stored.model_name, stored.model_version) != (info.name, info.version)):
         return looked
     # Replacing hand labels needs no new scores: the stored ones are re-applied.
@@ -183,10 +197,14 @@ class Prepared:
     hand_label: PickLabel | None = None  # a pick label the user set, from the stored read
 
 
-def decode_photo(p: Pass, looked: Looked) -> Prepared:
+def decode_photo(p: Pass, looked: Looked) -> Prepared | Outcome:
     candidate = looked.candidate
     decoded = decoding.decode(candidate.path, min_short_side=p.model.info.min_short_side,
                               max_pixels=p.settings.max_pixels)
+    if (before := p.changed_since.get(candidate.path)) is not None:
+        touched = _same_pixels(before, looked, decoded)
+        if touched is not None:
+            return touched
     views = p.model.prepare(decoded.rgb)
     exposure = measure(views[p.whole_view])
     if not p.framing:
@@ -198,6 +216,19 @@ def decode_photo(p: Pass, looked: Looked) -> Prepared:
     return Prepared(candidate, views, decoded.fingerprint, decoded.source, exposure,
                     looked.stored, signature=None if looked.alone else signature_of(decoded.rgb),
                     captured_at=captured, hand_label=_hand_pick(p, looked.stored))
+
+
+def _same_pixels(before: ScoredBefore, looked: Looked,
+                 decoded: Decoded) -> Outcome | None:
+    """A TOUCHED outcome when the daemon's photo kept the pixels of its current verdict
+    (another program edited its metadata), else None: it is scored."""
+    if not before.current or not decoding.same_pixels(before.fingerprint, decoded):
+        return None
+    stripped = looked.stored is not None and looked.stored.model_name is None
+    if stripped and not before.restorable:
+        return None  # the verdict is in neither the XMP nor the state: scored again
+    return Outcome(looked.candidate, Status.TOUCHED, fingerprint=before.fingerprint,
+                   decode_source=decoded.source, stored=looked.stored)
 
 
 def _hand_pick(p: Pass, stored: StoredMetadata | None) -> PickLabel | None:

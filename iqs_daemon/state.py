@@ -134,7 +134,7 @@ class PhotoRecord:
     next_attempt_at: float | None  # epoch seconds; None: not retried until the file changes
     first_seen: float
     updated: float
-    verdict: str | None = None  # JSON of the verdict written (see worker.verdict_json)
+    verdict: str | None = None  # JSON of the verdict written (see restore.verdict_json)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> PhotoRecord:

@@ -58,6 +58,37 @@ class Change:
     reason: str = "event"  # event | backlog | rescan | retry
 
 
+# What the scanner thread asks of the scoring thread, the state's one writer, on the same
+# queue as the changes (so a scan's skips come before its ForgetSkipped).
+
+
+@dataclass(frozen=True)
+class Vanished:
+    """A path with a row whose file is no longer there (``Worker.gone``)."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A path not scored on purpose, and why (``Worker.skip``)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class ForgetSkipped:
+    """Drop the skip rows below ``root`` not renewed since ``before``, a scan's start."""
+
+    root: Path
+    before: float
+
+
+StateMessage = Vanished | Skipped | ForgetSkipped
+Work = Change | StateMessage
+
+
 def is_photo_name(path: Path) -> bool:
     """A supported photo, not a temporary file (ours, a browser's, a copy tool's)."""
     return discovery.is_supported_name(path.name)
@@ -144,7 +175,7 @@ class PendingChanges:
     def _settled(self, path: Path, entry: _Pending, now: float) -> bool:
         stat = FileStat.of(path)
         if stat is None:
-            return True  # gone: the worker forgets it
+            return True  # gone: the scoring thread forgets it
         if stat != entry.stat:
             entry.stat, entry.stat_since = stat, now
             return False
@@ -152,14 +183,14 @@ class PendingChanges:
         return quiet >= (self.stale_write_seconds if entry.writing else self.settle_seconds)
 
 
-# --- the queue between the watcher and the worker -------------------------------------
+# --- the queue to the scoring thread ----------------------------------------------------
 
 
 class WorkQueue:
-    """A bounded FIFO of ``Change`` that holds each path at most once."""
+    """A bounded FIFO of ``Change`` (each path at most once) and ``StateMessage``."""
 
     def __init__(self, maxsize: int):
-        self._queue: queue.Queue[Change] = queue.Queue(maxsize)
+        self._queue: queue.Queue[Work] = queue.Queue(maxsize)
         self._queued: set[Path] = set()
         self._lock = threading.Lock()
 
@@ -169,23 +200,27 @@ class WorkQueue:
     def free(self) -> int:
         return self._queue.maxsize - self._queue.qsize()
 
-    def put(self, change: Change, *, timeout: float | None = None) -> bool:
-        """Queue ``change`` unless its path is queued already; False if still full at timeout."""
-        with self._lock:
-            if change.path in self._queued:
-                return True
-            self._queued.add(change.path)
-        try:
-            self._queue.put(change, timeout=timeout)
-        except queue.Full:
+    def put(self, item: Work, *, timeout: float | None = None) -> bool:
+        """Queue ``item``, a change unless its path is queued already; False if still
+        full at timeout."""
+        change = item if isinstance(item, Change) else None
+        if change is not None:
             with self._lock:
-                self._queued.discard(change.path)
+                if change.path in self._queued:
+                    return True
+                self._queued.add(change.path)
+        try:
+            self._queue.put(item, timeout=timeout)
+        except queue.Full:
+            if change is not None:
+                with self._lock:
+                    self._queued.discard(change.path)
             return False
         return True
 
-    def take(self, max_items: int, *, wait_seconds: float, gather_seconds: float) -> list[Change]:
-        """Block up to ``wait_seconds`` for one change, then gather more for ``gather_seconds``."""
-        items: list[Change] = []
+    def take(self, max_items: int, *, wait_seconds: float, gather_seconds: float) -> list[Work]:
+        """Block up to ``wait_seconds`` for one item, then gather more for ``gather_seconds``."""
+        items: list[Work] = []
         try:
             items.append(self._queue.get(timeout=wait_seconds))
             deadline = time.monotonic() + gather_seconds
@@ -194,7 +229,7 @@ class WorkQueue:
         except queue.Empty:
             pass
         with self._lock:
-            self._queued.difference_update(c.path for c in items)
+            self._queued.difference_update(c.path for c in items if isinstance(c, Change))
         return items
 
 
@@ -253,7 +288,7 @@ class PhotoEventHandler(FileSystemEventHandler):
             # Renamed into place: complete. From a photo name: its row can follow it.
             self._changed(dest, ready=True, moved_from=src)
         elif src is not None:
-            self._changed(src, ready=True)  # renamed away: the worker forgets it
+            self._changed(src, ready=True)  # renamed away: the scoring thread forgets it
 
 
 # --- observers ----------------------------------------------------------------------------

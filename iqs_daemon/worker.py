@@ -1,4 +1,4 @@
-"""What the daemon's worker thread does with each changed path: triage, score, record.
+"""What the daemon's scoring thread does with each changed path: triage, score, record.
 
     Change --triage (state, lstat, pixels)--> Candidate --Scorer.process--> Outcome
            --record--> a state row (after the XMP write)
@@ -14,10 +14,12 @@ Deciding what to score (``triage``), for a changed path with stat ``s``:
 - it was renamed from a path with a row: the row moves with it (the XMP travelled too);
 - no row: a row for a vanished file with the same size and mtime and the same pixel
   fingerprint is a move made while we were not watching; otherwise it is scored;
-- its row has another stat: the photo is decoded here to compare its pixel fingerprint.
-  The same pixels (another program edited the metadata) only update the stat; other
-  pixels are scored again. Decoding first costs one decode, but spares the model run and
-  the XMP write for every metadata edit, by far the common case.
+- its row has another stat: it is scored, and the pass decodes it once and compares its
+  pixel fingerprint with the row's (``stages.ScoredBefore``, ``stages.decode_photo``).
+  The same pixels under a verdict of this model and policy (another program edited the
+  metadata) end as ``touched``: only the stat is updated, or the verdict is written back
+  if the edit stripped it. Other pixels are scored again. A metadata edit, by far the
+  common case, so costs one decode and no model run or XMP write.
 """
 
 from __future__ import annotations
@@ -41,11 +43,11 @@ from .errors import (
     StateError,
 )
 from .metadata import target_for
-from .pipeline import Outcome, Scorer, Status
+from .pipeline import Outcome, ScoredBefore, Scorer, Status
 from .records import Candidate, Decoded
 from .restore import stored_verdict_json, verdict_from_json, verdict_json
 from .state import FAILED, GONE, SCORED, SKIPPED, FileStat, PhotoRecord, StateDB
-from .watching import Change, is_photo_name
+from .watching import Change, Skipped, StateMessage, Vanished, is_photo_name
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -67,13 +69,14 @@ def retry_delay_seconds(error: IqsError, attempts: int, base_seconds: float) -> 
 
 
 class Worker:
-    """Owns the Scorer and every state write the scoring makes (one thread).
+    """Owns the Scorer and every state write (the scoring thread, the state's one writer).
 
     Its Scorer keeps burst frames (``keeps_frames``): each scored frame is grouped with
     the recent frames of its folder kept in the state (``daemon_bursts``), and earlier
     frames whose verdict changes are written again, as ``redecided`` outcomes of their
-    own. A photo whose pixels changed is scored even though its XMP carries a current
-    verdict (``pixels_changed``, found by ``triage`` and handed to each pass). A file
+    own. A photo whose file changed since its verdict is decoded even though its XMP
+    carries a current verdict (``changed_since``, found by ``triage`` and handed to each
+    pass), to tell a metadata edit from a pixel edit. A file
     replaced between its decode and the write is left alone by the writer
     (``MetadataWriter.write_verdict``'s ``expected``), and looked at again."""
 
@@ -93,11 +96,11 @@ class Worker:
         self.heartbeat = time.monotonic()
         self.scored_times: deque[float] = deque()
         self._counts_lock = threading.Lock()
-        self.pixels_changed: set[Path] = set()  # found by triage, until they are scored
+        self.changed_since: dict[Path, ScoredBefore] = {}  # found by triage, until scored
 
     @property
     def model_label(self) -> str:
-        return self.scorer.model.info.label
+        return self.scorer.model.info.model_label
 
     def _count(self, key: str) -> None:
         with self._counts_lock:
@@ -131,17 +134,21 @@ class Worker:
                     change.reason != "retry" and row.next_attempt_at > time.time())):
                 return None
         elif row is not None and row.status == SCORED and row.fingerprint:
-            decoded = self._decode(path)
-            if decoded is not None and decoding.same_pixels(row.fingerprint, decoded):
-                if not self._carries_verdict(path):  # stripped, e.g. exiftool -all=
-                    return self._restore(row, stat)
-                self.db.touch(path, stat)
-                self._count("touched")
-                log.debug("metadata changed, pixels did not: %s", path)
-                return None
-            if decoded is not None:
-                self.pixels_changed.add(path)
+            current = (row.model == self.model_label
+                       and row.policy == self.scorer.policy.identity)
+            self.changed_since[path] = ScoredBefore(
+                row.fingerprint, current, verdict_from_json(path, row.verdict) is not None)
         return Candidate(path, stat.size_bytes, stat.mtime_ns)
+
+    def handle(self, message: StateMessage) -> None:
+        """Write what the scanner thread asked of the state."""
+        if isinstance(message, Vanished):
+            if not os.path.lexists(message.path):  # not back since the scanner looked
+                self.gone(message.path)
+        elif isinstance(message, Skipped):
+            self.skip(message.path, message.reason)
+        else:
+            self.db.forget_skipped(message.root, before=message.before)
 
     def inspect(self, path: Path) -> FileStat | str | None:
         """The stat of a photo we may score, a reason to skip it, or None: no such file."""
@@ -205,12 +212,6 @@ class Worker:
     def verdict_missing(self, path: Path) -> bool:
         return verdict_missing(path, self.settings)
 
-    def _carries_verdict(self, path: Path) -> bool:
-        try:
-            return self.scorer.metadata.read_stored(path, self.settings).model_name is not None
-        except IqsError:
-            return True  # unreadable: scoring would not help, and the row stays as it is
-
     def _restore(self, row: PhotoRecord, stat: FileStat) -> Candidate | None:
         """Write the verdict kept in the state back into a photo whose pixels are the
         ones scored; a row without one (an older state) means scoring it again."""
@@ -260,9 +261,9 @@ class Worker:
         done: set[Path] = set()
         asked = {c.path for c in candidates}
         self.in_flight = len(candidates)
-        changed = frozenset(self.pixels_changed & asked)
+        changed = {p: b for p, b in self.changed_since.items() if p in asked}
         try:
-            for outcome in self.scorer.process(candidates, pixels_changed=changed,
+            for outcome in self.scorer.process(candidates, changed_since=changed,
                                                frames=self.db):
                 self.heartbeat = time.monotonic()
                 if outcome.candidate.path in asked:  # not an earlier burst frame re-decided
@@ -285,7 +286,8 @@ class Worker:
                         self.score([candidate], stopping)
         finally:
             self.in_flight = 0
-            self.pixels_changed.difference_update(asked)
+            for path in asked:
+                self.changed_since.pop(path, None)
 
     def _record_guarded(self, outcome: Outcome) -> None:
         try:
@@ -317,8 +319,24 @@ class Worker:
             log.info("scored %s: %s %.1f%s", path, v.label.title, v.score, reasons)
         elif outcome.status == Status.UNCHANGED:
             self._adopt(path, stat, outcome.stored)
+        elif outcome.status == Status.TOUCHED:
+            self._touched(outcome)
         else:
             self._record_failure(path, stat, outcome.error)
+
+    def _touched(self, outcome: Outcome) -> None:
+        """The file changed, its pixels did not: remember the stat the pass compared (a
+        later change is looked at again), or write back a verdict the edit stripped."""
+        candidate = outcome.candidate
+        stat = FileStat(candidate.size_bytes, candidate.mtime_ns)
+        stored = outcome.stored
+        row = self.db.get(candidate.path)
+        if row is not None and stored is not None and stored.model_name is None:
+            self._restore(row, stat)  # stripped, e.g. exiftool -all=
+            return
+        self.db.touch(candidate.path, stat)
+        self._count("touched")
+        log.debug("metadata changed, pixels did not: %s", candidate.path)
 
     def _adopt(self, path: Path, stat: FileStat, stored: StoredMetadata | None) -> None:
         """The photo already carries a current verdict (scored before the state knew);
@@ -367,7 +385,7 @@ def verdict_missing(path: Path, settings: Settings) -> bool:
     """Cheap: the photo's verdict lives in a sidecar that is gone or no longer ours.
 
     An embedded verdict cannot go missing without the photo's stat changing, which
-    ``Worker.triage`` looks at with the pixels.
+    the pass looks at with the pixels (``stages.ScoredBefore``).
     """
     try:
         target = target_for(path, settings)

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .discovery import JPEG_EXTENSIONS, TIFF_EXTENSIONS
+from .exiv2_process import IQS_PREFIX
 from .exposure import ExposureFacts
 from .records import PickLabel
 from .vocabulary import BY_NAME, DIAGNOSTICS
-from .xmp_worker import IQS_PREFIX
 
 if TYPE_CHECKING:
     from .config import Settings

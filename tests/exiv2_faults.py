@@ -1,4 +1,4 @@
-"""Make the exiv2 worker process crash on chosen files (see exiv2_fault/sitecustomize.py)."""
+"""Make the exiv2 process crash on chosen files (see exiv2_fault/sitecustomize.py)."""
 
 from __future__ import annotations
 

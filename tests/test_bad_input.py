@@ -1,4 +1,4 @@
-"""Hostile input: the daemon (real watchdog, tiny model, exiv2 worker, SQLite) meets every
+"""Hostile input: the daemon (real watchdog, tiny model, exiv2 process, SQLite) meets every
 kind of broken, odd or moving file, stays up, and records what it did with each.
 
 Each case names its expected outcome: ``scored``; ``failed`` with a reason and a retry

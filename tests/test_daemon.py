@@ -38,6 +38,8 @@ from daemonkit import (
 
 from iqs_daemon import decoding
 from iqs_daemon.config import Settings
+from iqs_daemon.daemon import Daemon, ScanView
+from iqs_daemon.discovery import SYMLINK_SKIPPED
 from iqs_daemon.errors import (
     DecodeError,
     ImageTooLarge,
@@ -47,9 +49,11 @@ from iqs_daemon.errors import (
     UnreadableFile,
     UnsupportedFormat,
 )
+from iqs_daemon.pipeline import Scorer
 from iqs_daemon.service import read_lock, sd_notify
 from iqs_daemon.state import StateDB
-from iqs_daemon.worker import retry_delay_seconds
+from iqs_daemon.watching import ForgetSkipped, Skipped, Vanished
+from iqs_daemon.worker import Worker, retry_delay_seconds
 
 # --- watching and scoring, in-process ------------------------------------------------------
 
@@ -181,6 +185,47 @@ def test_a_fingerprint_of_an_earlier_version_still_spares_the_score(tmp_path, ti
         assert daemon.db.get(photo).fingerprint.startswith(decoding.FINGERPRINT_PREFIXES)
 
 
+@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool not installed")
+def test_a_photo_whose_file_changed_is_decoded_once(tmp_path, tiny_model, env_paths,
+                                                   monkeypatch):
+    """The pass's own decode tells a metadata edit from a pixel edit: one decode each."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    photo = root / "once.jpg"
+    photo.write_bytes(jpeg(40))
+    decodes: Counter[Path] = Counter()
+    real_decode = decoding.decode
+
+    def counting_decode(path: Path, **kw: int) -> decoding.Decoded:
+        decodes[path] += 1
+        return real_decode(path, **kw)
+
+    monkeypatch.setattr(decoding, "decode", counting_decode)
+    with running(settings_for(env_paths, tiny_model), env_paths, [root]) as daemon:
+        wait_for(lambda: all_scored(daemon, [photo]) and idle(daemon))
+        assert decodes == {photo: 1}
+        # A pick label set in another program: the mtime changes, the pixels do not.
+        subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-digiKam:PickLabel=3",
+                        str(photo)], check=True)
+        wait_for(lambda: daemon.counts["touched"] == 1 and idle(daemon))
+        time.sleep(1.0)  # room for a (wrong) re-score or re-write
+        assert idle(daemon) and decodes == {photo: 2}
+        assert daemon.counts["scored"] == 1 and daemon.db.get(photo).scored_count == 1
+        assert daemon.db.get(photo).stat.mtime_ns == photo.stat().st_mtime_ns
+        # Only the mtime: still the same pixels, one decode.
+        os.utime(photo, ns=(time.time_ns(),) * 2)
+        wait_for(lambda: daemon.counts["touched"] == 2 and idle(daemon))
+        assert decodes == {photo: 3} and daemon.counts["scored"] == 1
+        # New pixels under the same name: one decode, and a new score.
+        new = root / ".once.jpg.tmp"
+        new.write_bytes(jpeg(220))
+        os.replace(new, photo)
+        wait_for(lambda: daemon.db.get(photo).scored_count == 2 and idle(daemon))
+        time.sleep(1.0)
+        assert idle(daemon) and decodes == {photo: 4}
+        assert daemon.counts["scored"] == 2 and daemon.counts["touched"] == 2
+
+
 def test_failures_are_recorded_and_retried_only_when_transient(tmp_path, tiny_model, env_paths):
     root = tmp_path / "photos"
     root.mkdir()
@@ -246,6 +291,48 @@ def test_backlog_finds_what_arrived_while_down_and_moves_made_meanwhile(tmp_path
     with running(replace_settings(settings, backlog=False), env_paths, [root]) as daemon:
         time.sleep(0.5)
         assert daemon.counts["scored"] == 0 and idle(daemon)
+
+
+def state_files(database: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in (database, Path(f"{database}-wal")) if p.exists()}
+
+
+def test_the_scanner_writes_nothing_the_scoring_thread_writes_what_it_asks(tmp_path, tiny_model,
+                                                                          env_paths):
+    """The scoring thread is the state's one writer: a scan's vanished and skipped photos
+    reach the SQLite file only once that thread handles the scanner's messages."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    kept, vanished, link = root / "kept.jpg", root / "vanished.jpg", root / "link.jpg"
+    kept.write_bytes(jpeg(60))
+    vanished.write_bytes(jpeg(90, seed=1))
+    settings = settings_for(env_paths, tiny_model)
+    with running(settings, env_paths, [root]) as daemon:
+        wait_for(lambda: all_scored(daemon, [kept, vanished]) and idle(daemon))
+    # While down: a photo deleted, a link (not followed, so skipped) made.
+    vanished.unlink()
+    link.symlink_to(kept)
+    # The scanner's walk on this thread; no scoring thread runs.
+    daemon = Daemon(settings, env_paths, [root])
+    with StateDB.open(env_paths.database) as db, Scorer(settings, keeps_frames=True) as scorer:
+        daemon.worker = Worker(db, scorer, settings, [root], retry_base_seconds=1.0,
+                               look_again=lambda path: None)
+        daemon._scan_view = ScanView.of(scorer)
+        before = state_files(env_paths.database)
+        daemon._scan_root(root)
+        assert state_files(env_paths.database) == before
+        assert db.get(vanished).status == "scored" and db.get(link) is None
+        items = daemon.queue.take(100, wait_seconds=0.1, gather_seconds=0.1)
+        assert items[:2] == [Skipped(link, SYMLINK_SKIPPED), Vanished(vanished)]
+        assert len(items) == 3 and isinstance(items[2], ForgetSkipped)
+        assert items[2].root == root
+        for item in items:
+            daemon.worker.handle(item)
+        assert state_files(env_paths.database) != before
+        assert db.get(vanished).status == "gone"
+        assert db.get(link).status == "skipped" and db.get(link).error == SYMLINK_SKIPPED
+        assert db.get(kept).status == "scored"
 
 
 def replace_settings(settings: Settings, **changes: object) -> Settings:

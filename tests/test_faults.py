@@ -197,7 +197,7 @@ def test_the_model_digest_is_checked_when_the_daemon_loads_it(tmp_path, tiny_mod
 
 
 def test_an_exiv2_crash_costs_one_file(tmp_path, tiny_model, env_paths, monkeypatch):
-    crash_exiv2_on(monkeypatch, "crashme")  # the exiv2 worker process aborts on it
+    crash_exiv2_on(monkeypatch, "crashme")  # the exiv2 process aborts on it
     root = tmp_path / "photos"
     root.mkdir()
     crash = root / "crashme.jpg"
@@ -214,7 +214,7 @@ def test_an_exiv2_crash_costs_one_file(tmp_path, tiny_model, env_paths, monkeypa
         assert row.next_attempt_at is None  # not retried until the file changes
         late = root / "after-the-crash.jpg"
         late.write_bytes(jpeg(200))
-        wait_for(lambda: all_scored(daemon, [late]))  # a fresh worker took over
+        wait_for(lambda: all_scored(daemon, [late]))  # a fresh exiv2 process took over
     assert digest(crash) == before
     assert not [p for p in root.iterdir() if p.name.endswith(".iqs-tmp")]
 
@@ -316,7 +316,7 @@ def test_no_network_listener_and_private_state_files(tmp_path, tiny_model):
         assert process.poll() is None, log.read_text()
         wait_for(lambda: list((tmp_path / "run").glob("status-*.json")), timeout=30)
         pids = [process.pid, *_children(process.pid)]
-        assert len(pids) >= 2  # the daemon and its exiv2 worker
+        assert len(pids) >= 2  # the daemon and its exiv2 process
         sockets = set().union(*(_socket_inodes(pid) for pid in pids))
         assert not sockets & _inet_inodes(), "an inet socket is open"
         state, run = tmp_path / "state", tmp_path / "run"

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 
 from iqs_daemon.config import Settings
+from iqs_daemon.exiv2_process import handle
 from iqs_daemon.metadata import MetadataWriter
 from iqs_daemon.records import PickLabel, Verdict
-from iqs_daemon.xmp_worker import handle
 
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # TIFF rating tags
 SAMPLES = Path(__file__).parents[1].parent / "shared" / "samples"
@@ -185,18 +185,18 @@ t.writer_loop_isolated(pairs)
 
 
 def writer_loop_isolated(pairs) -> None:
-    """Like ``writer_loop``, through the product's default exiv2 worker process."""
+    """Like ``writer_loop``, through the product's default exiv2 process."""
     with MetadataWriter() as writer:
         for i in range(10**9):
             verdict, fingerprint = VERDICTS[i % 2]
             for photo, _ in pairs:
                 writer.write_verdict(photo, verdict, fingerprint, SETTINGS, force=True)
             if i == 0:
-                print("ready", flush=True)  # the worker is up: kills now land in writes
+                print("ready", flush=True)  # the exiv2 process is up: kills now land in writes
 
 
 @pytest.mark.slow
-def test_sigkill_with_the_worker_process(photos, tmp_path):
+def test_sigkill_with_the_exiv2_process(photos, tmp_path):
     states = expected_states(photos, tmp_path)
     pixels = originals(photos)
     rng = random.Random(99)
@@ -214,9 +214,9 @@ def test_sigkill_with_the_worker_process(photos, tmp_path):
         child.send_signal(signal.SIGKILL)
         child.wait()
         child.stdout.close()
-        # The orphaned worker sees end-of-file and exits. It may still be busy with a
+        # The orphaned exiv2 process sees end-of-file and exits. It may still be busy with a
         # temporary copy, but only the killed parent ever renamed copies over photos.
         check_all(photos, pixels, states, seen)
         for stray in leftovers(tmp_path):
             stray.unlink()
-    print(f"{PROCESS_KILLS} kills with the worker; states seen: {len(seen)}")
+    print(f"{PROCESS_KILLS} kills with the exiv2 process; states seen: {len(seen)}")

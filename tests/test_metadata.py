@@ -143,7 +143,7 @@ def temp_files(folder: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def writer():
-    with MetadataWriter() as w:  # the product default: exiv2 in a worker process
+    with MetadataWriter() as w:  # the product default: exiv2 in its own process
         yield w
 
 
@@ -684,7 +684,7 @@ def test_a_crashing_exiv2_costs_one_file(settings, tmp_path, monkeypatch):
         assert writer.backend.starts == 2
         # A crash while the temporary copy is modified leaves the original alone.
         crash_exiv2_on(monkeypatch, ".crashme-later.jpg.")
-        writer.close()  # the next worker process takes the new mark
+        writer.close()  # the next exiv2 process takes the new mark
         with pytest.raises(MetadataError, match="exiv2 crashed on this file"):
             writer.write_verdict(crash_on_write, REJECTED, "fp", settings)
         assert writer.read_stored(fine, settings).label == PickLabel.REJECTED

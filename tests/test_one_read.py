@@ -13,10 +13,10 @@ import pytest
 
 from iqs_daemon.config import Paths, Settings, load_settings
 from iqs_daemon.discovery import iter_candidates
+from iqs_daemon.exiv2_process import InProcess
 from iqs_daemon.metadata import MetadataWriter
 from iqs_daemon.pipeline import Scorer, Status
 from iqs_daemon.records import PickLabel, Verdict
-from iqs_daemon.xmp_worker import InProcess
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "photos"
 REJECTED = Verdict(path=Path("x"), score=12.0, label=PickLabel.REJECTED, stars=1,

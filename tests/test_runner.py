@@ -122,7 +122,7 @@ def test_sequential_and_concurrent_runs_agree_on_real_photos(tmp_path, tiny_mode
     for jobs in (1, 2):
         folder = copy_samples(tmp_path / f"jobs{jobs}")
         with scorer_for(tmp_path / f"home{jobs}", tiny_model, jobs, group_bursts=True) as scorer:
-            assert scorer.workers == jobs
+            assert scorer.jobs == jobs
             first = list(scorer.process(iter_candidates([folder])))
             again = list(scorer.process(iter_candidates([folder])))
             carried = {p.name: xmp_of(scorer, p) for p in folder.iterdir()}

@@ -37,7 +37,7 @@ def calibrate_command(
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fit / held-out split."),
     jobs: int | None = typer.Option(
-        None, "--jobs", "-j", help="Decode workers (default: CPU cores)."
+        None, "--jobs", "-j", help="Decode threads (default: CPU cores)."
     ),
     config: Path | None = CONFIG_OPTION,
     sets: list[str] | None = SET_OPTION,

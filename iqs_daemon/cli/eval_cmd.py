@@ -78,7 +78,7 @@ def eval_command(
     ),
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
     jobs: int | None = typer.Option(
-        None, "--jobs", "-j", help="Decode workers (default: CPU cores)."
+        None, "--jobs", "-j", help="Decode threads (default: CPU cores)."
     ),
     config: Path | None = CONFIG_OPTION,
     sets: list[str] | None = SET_OPTION,
@@ -159,7 +159,7 @@ def evaluate_labels(
         task = bar.add_task("score", total=len(labelled.photos))
         scored, failed = _score_labelled(scorer, labelled.photos, lambda: bar.advance(task))
         model = {
-            "name": scorer.model.info.label,
+            "name": scorer.model.info.model_label,
             "reject_below": scorer.policy.reject_below,
             "accept_from": scorer.policy.accept_from,
         }
@@ -254,7 +254,7 @@ def evaluate_distortions(
                 _say(f"{'failed' if result.failed else 'skipped'} {result.path}: {result.reason}")
             else:
                 photos.append(result)
-        model = scorer.model.info.label
+        model = scorer.model.info.model_label
     if not photos:
         raise DatasetError(folder, f"no photo of at least {min_megapixels:g} MP could be checked")
     summaries = [

@@ -34,7 +34,7 @@ def score_command(
         False, "--force", hidden=True, help="Old spelling of --rescore --replace-hand-labels."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
     jobs: int | None = typer.Option(
-        None, "--jobs", "-j", help="Decode workers (default: CPU cores)."),
+        None, "--jobs", "-j", help="Decode threads (default: CPU cores)."),
     config: Path | None = CONFIG_OPTION,
     sets: list[str] | None = SET_OPTION,
 ) -> None:
@@ -80,7 +80,7 @@ def score_command(
                     err.print(f"failed {outcome.error}", markup=False, highlight=False)
                 if as_json:
                     typer.echo(json.dumps(outcome_json(outcome)))
-        model_label = scorer.model.info.label
+        model_label = scorer.model.info.model_label
     elapsed = time.perf_counter() - started
     if not as_json:
         _print_summary(Console(), summary, elapsed, model_label, dry_run)

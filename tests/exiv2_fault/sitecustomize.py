@@ -1,8 +1,8 @@
-"""Crashes the real exiv2 worker process on chosen files, for the fault tests.
+"""Crashes the real exiv2 process on chosen files, for the fault tests.
 
 Python imports this module at start-up when its folder is on ``PYTHONPATH``, which only
-the tests (``tests/exiv2_faults.py``) and ``benchmarks/soak.py`` put it. In the worker
-process (``python -m iqs_daemon.xmp_worker``) it makes every exiv2 open of a file whose
+the tests (``tests/exiv2_faults.py``) and ``benchmarks/soak.py`` put it. In the exiv2
+process (``python -m iqs_daemon.exiv2_process``) it makes every exiv2 open of a file whose
 name contains ``$IQS_TEST_EXIV2_ABORT_ON`` abort the process, as a crash in exiv2 would.
 """
 
@@ -27,5 +27,5 @@ def _install(mark: str) -> None:
     pyexiv2.exiv2api.Image = aborting_image
 
 
-if os.environ.get(MARK_ENV) and "iqs_daemon.xmp_worker" in sys.orig_argv:
+if os.environ.get(MARK_ENV) and "iqs_daemon.exiv2_process" in sys.orig_argv:
     _install(os.environ[MARK_ENV])

@@ -1,9 +1,9 @@
-"""The only code that calls pyexiv2, and the worker process that runs it.
+"""The only code that calls pyexiv2, and the exiv2 process that runs it.
 
 exiv2 keeps global error state (not thread-safe) and has crashed on hostile files, so
 ``metadata.py`` never calls it directly. It talks to a backend:
 
-- ``WorkerProcess`` (the default): a long-lived ``python -m iqs_daemon.xmp_worker``
+- ``Exiv2Process`` (the default): a long-lived ``python -m iqs_daemon.exiv2_process``
   child speaking JSON lines on stdin/stdout. A segfault or abort in exiv2 kills only the
   child; the request raises ``Exiv2CrashError`` and the next request starts a fresh child.
 - ``InProcess``: the same ``handle()`` in this process, behind one process-wide lock
@@ -46,14 +46,14 @@ class Exiv2Error(Exception):
 
 
 class Exiv2CrashError(Exiv2Error):
-    """The worker process died (or hung) while handling the request."""
+    """The exiv2 process died (or hung) while handling the request."""
 
 
-class WorkerStartError(Exiv2Error):
-    """The worker could not be started at all: not the file's fault."""
+class Exiv2StartError(Exiv2Error):
+    """The exiv2 process could not be started at all: not the file's fault."""
 
 
-# --- what runs next to exiv2 (in the worker, or in-process) -------------------------
+# --- what runs next to exiv2 (in the exiv2 process, or in-process) -----------------
 
 _registered = False
 
@@ -114,7 +114,7 @@ def _modify(image: Any, request: dict[str, Any]) -> None:
 
 
 def serve(requests: Any, responses: Any) -> None:
-    """The worker's loop: one JSON request per line in, one JSON response per line out."""
+    """The exiv2 process's loop: one JSON request per line in, one JSON response per line out."""
     for line in requests:
         request = json.loads(line)
         try:
@@ -164,8 +164,8 @@ class InProcess:
         pass
 
 
-class WorkerProcess:
-    """A long-lived worker child, started on first use and restarted after it dies."""
+class Exiv2Process:
+    """A long-lived exiv2 child process, started on first use and restarted after it dies."""
 
     def __init__(self, timeout_seconds: float = REQUEST_TIMEOUT_SECONDS):
         self.timeout_seconds = timeout_seconds
@@ -206,7 +206,7 @@ class WorkerProcess:
                 proc.stdout.close()
 
     def _ensure_started(self) -> subprocess.Popen[bytes]:
-        if self._owner_pid != os.getpid():  # we were forked: that worker is the parent's
+        if self._owner_pid != os.getpid():  # we were forked: that child is the parent's
             self._proc, self._buffer, self._owner_pid = None, b"", os.getpid()
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
@@ -216,7 +216,7 @@ class WorkerProcess:
         package_root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "iqs_daemon.xmp_worker"],
+            [sys.executable, "-m", "iqs_daemon.exiv2_process"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -228,11 +228,11 @@ class WorkerProcess:
             hello = self._read_response(START_TIMEOUT_SECONDS)
         except Exiv2CrashError as exc:
             self._reap(exc)
-            raise WorkerStartError(f"the metadata worker did not start: {exc}") from exc
+            raise Exiv2StartError(f"the exiv2 process did not start: {exc}") from exc
         if not hello.get("ready"):
             self._reap(None)
-            raise WorkerStartError(f"the metadata worker did not start: {hello.get('error')}")
-        log.debug("metadata worker started (pid %d)", self._proc.pid)
+            raise Exiv2StartError(f"the exiv2 process did not start: {hello.get('error')}")
+        log.debug("exiv2 process started (pid %d)", self._proc.pid)
         return self._proc
 
     def _read_response(self, timeout_seconds: float) -> dict[str, Any]:
@@ -248,7 +248,7 @@ class WorkerProcess:
             if ready:
                 chunk = os.read(fd, 65536)
                 if not chunk:
-                    raise Exiv2CrashError("the worker exited")
+                    raise Exiv2CrashError("the exiv2 process exited")
                 self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         return dict(json.loads(line))
@@ -267,7 +267,7 @@ class WorkerProcess:
                 except OSError:
                     pass
         how = f"signal {-code}" if code < 0 else f"exit status {code}"
-        log.warning("metadata worker (pid %d) ended with %s (%s)", proc.pid, how, cause)
+        log.warning("exiv2 process (pid %d) ended with %s (%s)", proc.pid, how, cause)
 
 
 if __name__ == "__main__":
