@@ -12,14 +12,14 @@ from training.features import SOFT_BANDS, SOFT_ROWS, soft_plan  # noqa: E402
 from training.train import soft_losses, soft_report  # noqa: E402
 
 
-def test_only_a_fall_past_the_margin_and_a_rising_blur_diagnostic_cost_anything():
+def test_only_a_move_past_the_margin_and_a_rising_blur_diagnostic_cost_anything():
     # two sets: clean, then two soft copies
     score = torch.tensor([0.70, 0.69, 0.60, 0.40, 0.45, 0.41])
     diag = torch.zeros(6, 5)
     diag[:, 0] = torch.tensor([0.1, 0.1, 0.4, 0.2, 0.2, 0.21])
     hold, calm = soft_losses(score, diag, 2, margin=0.02)
-    # only 0.70 -> 0.60 falls past the margin: (0.10 - 0.02) / 4 copies
-    assert hold.item() == pytest.approx(0.08 / 4)
+    # 0.70 -> 0.60 falls past the margin, 0.40 -> 0.45 rises past it: both cost, over 4 copies
+    assert hold.item() == pytest.approx((0.08 + 0.03) / 4)
     # only 0.1 -> 0.4 rises past 0.02: (0.3 - 0.02) / 4
     assert calm.item() == pytest.approx(0.28 / 4)
 

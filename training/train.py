@@ -101,10 +101,13 @@ class SoftSets:
 def soft_losses(
     score: torch.Tensor, diag: torch.Tensor, n_sets: int, margin: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(score fell more than ``margin`` below the clean copy, blur diagnostic rose)."""
+    """(score moved more than ``margin`` from the clean copy's, blur diagnostic rose).
+
+    Both ways: a one-sided hinge (no fall) let the heads score soft copies 11 points
+    above their originals, and validation SROCC fell by 0.02."""
     s = score.view(n_sets, -1)
     blur = diag.view(n_sets, s.shape[1], len(DIAGNOSTICS))[:, :, 0]
-    hold = torch.relu(s[:, :1] - s[:, 1:] - margin).mean()
+    hold = torch.relu((s[:, :1] - s[:, 1:]).abs() - margin).mean()
     calm = torch.relu(blur[:, 1:] - blur[:, :1] - 0.02).mean()
     return hold, calm
 
