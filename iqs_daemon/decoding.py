@@ -49,11 +49,13 @@ import numpy as np
 from .discovery import describe_os_error
 from .errors import DecodeError, ImageTooLarge, InputError, UnreadableFile, UnsupportedFormat
 from .imageheaders import (
+    JPEG_SOS,
     JpegHeader,
     exif_orientation,
     find_jpeg_streams,
     header_size,
     isobmff_complete,
+    jpeg_segments,
     parse_jpeg_header,
     raw_orientation,
     sniff,
@@ -124,23 +126,9 @@ def jpeg_fingerprint(data: bytes, shape: tuple[int, ...]) -> str | None:
     """``JPEG_FINGERPRINT_PREFIX`` and its digest of the JPEG ``data`` decoded to ``shape``;
     None where its markers do not lead to a scan (the pixels are hashed instead)."""
     digest = hashlib.sha256(repr(tuple(shape)).encode())
-    view, pos, end, orientation = memoryview(data), 2, len(data), None
-    while pos + 4 <= end:
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
-            pos += 2
-            continue
-        if marker == 0xD9:
-            return None
-        seg_end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
-        if seg_end < pos + 4 or seg_end > end:
-            return None
-        if marker == 0xDA:
+    view, orientation = memoryview(data), None
+    for marker, pos, seg_end in jpeg_segments(data):
+        if marker == JPEG_SOS:
             digest.update(f"orientation {orientation or 1}".encode())
             digest.update(view[pos:])
             return JPEG_FINGERPRINT_PREFIX + digest.hexdigest()[:32]
@@ -148,7 +136,6 @@ def jpeg_fingerprint(data: bytes, shape: tuple[int, ...]) -> str | None:
             orientation = exif_orientation(data[pos + 10:seg_end])
         if not (0xE0 <= marker <= 0xEF and marker != _APP14) and marker != 0xFE:
             digest.update(view[pos:seg_end])
-        pos = seg_end
     return None
 
 

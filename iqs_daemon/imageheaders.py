@@ -11,6 +11,7 @@ Every parser takes ``bytes`` and returns None (or {}) for what it cannot read; n
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .discovery import RAW_EXTENSIONS
@@ -73,15 +74,15 @@ def _sniff_isobmff(data: bytes) -> str:
     return "heif" if brands & _HEIF_BRANDS else "unknown"
 
 
-def parse_jpeg_header(data: bytes, start: int = 0) -> JpegHeader | None:
-    """Size, components and EXIF orientation of the JPEG at ``data[start:]``, or None.
-
-    Walks the marker segments up to the first SOF (APP1/Exif comes before it).
-    """
-    pos, end, orientation = start + 2, len(data), None
+def jpeg_segments(data: bytes, start: int = 0) -> Iterator[tuple[int, int, int]]:
+    """(marker, offset, end) of each marker segment of the JPEG at ``data[start:]``, from
+    the first after SOI up to and including the first SOS (its end is its header's).
+    Stops early, yielding no more, at EOI, at bytes that are no marker and where ``data``
+    ends before the segment does."""
+    pos, end = start + 2, len(data)
     while pos + 4 <= end:
         if data[pos] != 0xFF:
-            return None
+            return
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
@@ -89,20 +90,35 @@ def parse_jpeg_header(data: bytes, start: int = 0) -> JpegHeader | None:
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
             pos += 2
             continue
-        if marker in (0xD9, 0xDA):  # EOI or SOS before any SOF
-            return None
-        length = struct.unpack_from(">H", data, pos + 2)[0]
-        seg, seg_end = pos + 4, pos + 2 + length
-        if length < 2 or seg_end > end:
-            return None
+        if marker == 0xD9:
+            return
+        seg_end = pos + 2 + struct.unpack_from(">H", data, pos + 2)[0]
+        if seg_end < pos + 4 or seg_end > end:
+            return
+        yield marker, pos, seg_end
+        if marker == JPEG_SOS:
+            return
+        pos = seg_end
+
+
+JPEG_SOS = 0xDA
+
+
+def parse_jpeg_header(data: bytes, start: int = 0) -> JpegHeader | None:
+    """Size, components and EXIF orientation of the JPEG at ``data[start:]``, or None.
+
+    Walks the marker segments up to the first SOF (APP1/Exif comes before it).
+    """
+    orientation = None
+    for marker, pos, seg_end in jpeg_segments(data, start):
+        seg = pos + 4
         if marker in _SOF_MARKERS:
-            if length < 8:
+            if seg_end - pos < 10:
                 return None
             height, width = struct.unpack_from(">HH", data, seg + 1)
             return JpegHeader(width, height, data[seg + 5], marker, orientation)
         if marker == 0xE1 and orientation is None and data[seg : seg + 6] == b"Exif\0\0":
             orientation = exif_orientation(data[seg + 6 : seg_end])
-        pos = seg_end
     return None
 
 

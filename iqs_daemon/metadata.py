@@ -55,6 +55,7 @@ from .exiv2_process import (
     Exiv2StartError,
     InProcess,
 )
+from .imageheaders import JPEG_SOS, jpeg_segments
 from .records import WriteResult
 from .xmp_tags import (
     EXIF_EXTENSIONS,
@@ -507,36 +508,15 @@ def jpeg_scan_start(src: BinaryIO) -> tuple[bytes, int, bytes] | None:
     data = src.read(1 << 16)
     if data[:2] != b"\xff\xd8":
         return None
-    pos = 2
     while True:
-        if pos + 4 > len(data):
-            more = src.read(max(1 << 16, pos + 4 - len(data)))
-            if not more or len(data) > MAX_JPEG_HEAD:
-                return None
-            data += more
-            continue
-        if data[pos] != 0xFF:
+        for marker, pos, end in jpeg_segments(data):
+            if marker == JPEG_SOS:
+                return data[:pos], pos, data[pos:end]
+        # The walk stopped short of a scan: where the bytes read ran out, read as many again.
+        more = src.read(len(data))
+        if not more or len(data) > MAX_JPEG_HEAD:
             return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
-            pos += 2
-            continue
-        if marker == 0xD9:
-            return None
-        end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
-        if end < pos + 4:
-            return None
-        while end > len(data):
-            more = src.read(end - len(data))
-            if not more or len(data) > MAX_JPEG_HEAD:
-                return None
-            data += more
-        if marker == 0xDA:
-            return data[:pos], pos, data[pos:end]
-        pos = end
+        data += more
 
 
 def _check_unchanged(photo: Path, expected: tuple[int, int] | None,
