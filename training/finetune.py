@@ -359,23 +359,8 @@ def run(
     if cfg.epochs == 0:  # stage A only: heads on the frozen backbone, as training.train's
         pred = frozen.predict(ensemble, rated.frozen_features(val))[0]
         thresholds = frozen.fit_thresholds(pred * 100, mos[val], tertiles, clean_diag)
-        checkpoint = {
-            "state": ensemble.state_dict(),
-            "heads": len(ensemble.heads),
-            "hidden": tcfg.hidden,
-            "signals": True,
-            "mirrored": False,
-            "feature_dim": int(ensemble.heads[0].mean.numel()),
-            "mos_tertiles": tertiles.tolist(),
-            "thresholds": thresholds,
-            "config": asdict(cfg),
-            "figures": figures,
-            "holdout": holdout,
-        }
-        out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(checkpoint, out)
-        print(json.dumps({"thresholds": thresholds, **figures}, indent=1))
-        return checkpoint
+        return save_checkpoint(out, ensemble, tcfg.hidden, tertiles, thresholds, cfg, figures,
+                               holdout)
 
     # Stage B: fine-tune blocks CUT.. + 1x1 head + heads, batch norm in eval mode.
     bb = MLSPBackbone(load_efficientnet_lite(backbone))
@@ -480,22 +465,33 @@ def run(
     log.info("blends: %s", {k: v for k, v in figures.items() if k.startswith("blend")})
     clean = d_chk.reshape(len(check_sets), SET_ROWS, -1)[:, 0]
     thresholds = frozen.fit_thresholds(pred_val * 100, mos[val], tertiles, clean)
+    return save_checkpoint(
+        out, ensemble, tcfg.hidden, tertiles, thresholds, cfg, figures, holdout,
+        backbone=backbone,
+        fine_tuned_from_block=cfg.first,
+        backbone_state=bb.net.state_dict(),
+        frozen_heads_state=stage_a.state_dict(),  # for training.export --blend
+    )
+
+
+def save_checkpoint(out: Path, ensemble: Ensemble, hidden: int, tertiles: np.ndarray,
+                    thresholds: dict, cfg: FineTuneConfig, figures: dict, holdout: str | None,
+                    **extra) -> dict:
+    """Heads (and, from stage B, the fine-tuned backbone) in training.train's checkpoint
+    format, which training.export reads; prints the thresholds and figures."""
     checkpoint = {
         "state": ensemble.state_dict(),
         "heads": len(ensemble.heads),
-        "hidden": tcfg.hidden,
+        "hidden": hidden,
         "signals": True,
         "mirrored": False,
-        "feature_dim": int(mean.numel()),
+        "feature_dim": int(ensemble.heads[0].mean.numel()),
         "mos_tertiles": tertiles.tolist(),
         "thresholds": thresholds,
         "config": asdict(cfg),
         "figures": figures,
         "holdout": holdout,
-        "backbone": backbone,
-        "fine_tuned_from_block": cfg.first,
-        "backbone_state": bb.net.state_dict(),
-        "frozen_heads_state": stage_a.state_dict(),  # for training.export --blend
+        **extra,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, out)
