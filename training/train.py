@@ -62,7 +62,7 @@ class TrainConfig:
     # Soft-background sets (cache_maps.cache_soft): the score may not fall more than
     # soft_margin below the clean copy's, nor the blur diagnostic rise, when only the
     # background is defocused.
-    soft_weight: float = 0.3
+    soft_weight: float = 0.1  # 0.3 cost 0.02 validation SROCC (models/README.md, E4)
     soft_margin: float = 0.02
     soft_sets_per_step: int = 8
 
@@ -72,6 +72,18 @@ class Rated:
     x: np.ndarray  # float32 features, both views
     mos: np.ndarray
     mirrored: np.ndarray | None = None  # the same photos mirrored, when extracted
+    names: np.ndarray | None = None  # file names (their prefix is the BIQ2021 subset)
+
+    def without(self, subset: str) -> tuple[Rated, Rated]:
+        """(this set without ``subset``'s photos, those photos alone)."""
+        assert self.names is not None
+        inside = np.char.startswith(self.names.astype(str), subset)
+
+        def rows(keep: np.ndarray) -> Rated:
+            mirrored = None if self.mirrored is None else self.mirrored[keep]
+            return Rated(self.x[keep], self.mos[keep], mirrored, self.names[keep])
+
+        return rows(~inside), rows(inside)
 
 
 @dataclass
@@ -79,6 +91,12 @@ class Distorted:
     x: np.ndarray
     sets: np.ndarray  # (n_sets, 16) row indices: clean, then family-major bands
     targets: np.ndarray  # (n_rows, 5) diagnostic severities
+    names: np.ndarray | None = None  # per row: the photo it was made from
+
+    def without(self, subset: str) -> Distorted:
+        assert self.names is not None
+        inside = np.char.startswith(self.names[self.sets[:, 0]].astype(str), subset)
+        return Distorted(self.x, self.sets[~inside], self.targets, self.names)
 
 
 def features(
@@ -96,6 +114,12 @@ def features(
 class SoftSets:
     x: np.ndarray
     sets: np.ndarray  # (n_sets, 1 + bands) row indices: clean, then soft backgrounds
+    names: np.ndarray | None = None  # per row: the photo it was made from
+
+    def without(self, subset: str) -> SoftSets:
+        assert self.names is not None
+        inside = np.char.startswith(self.names[self.sets[:, 0]].astype(str), subset)
+        return SoftSets(self.x, self.sets[~inside], self.names)
 
 
 def soft_losses(
@@ -119,7 +143,8 @@ def load_rated(name: str, signals: bool = True, mirrored: bool = True) -> tuple[
     train = np.flatnonzero(d["split"] == 0)
     fit, val = train_val_indices(len(train))
     fit_set, val_set = (
-        Rated(features(d, train[i], signals), d["mos"][train[i]].astype(np.float32))
+        Rated(features(d, train[i], signals), d["mos"][train[i]].astype(np.float32),
+              names=d["names"][train[i]])
         for i in (fit, val)
     )
     mirror_path = CACHE / f"mirrored-{name}.npz"
@@ -143,7 +168,7 @@ def load_distorted(path: Path, signals: bool = True) -> Distorted:
                 entry["family"], entry["level"]
             )
     sets = np.array([rows for rows in groups.values()], np.int64)
-    return Distorted(x, sets, targets)
+    return Distorted(x, sets, targets, d["names"])
 
 
 def load_soft(path: Path, signals: bool = True) -> tuple[SoftSets, SoftSets]:
@@ -155,7 +180,8 @@ def load_soft(path: Path, signals: bool = True) -> tuple[SoftSets, SoftSets]:
     x = features(d, signals=signals)
     sets = np.arange(len(plan)).reshape(-1, SOFT_ROWS)
     is_val = np.array([plan[row[0]]["val"] for row in sets])
-    return SoftSets(x, sets[~is_val]), SoftSets(x, sets[is_val])
+    names = np.array([entry["name"] for entry in plan])
+    return SoftSets(x, sets[~is_val], names), SoftSets(x, sets[is_val], names)
 
 
 def direction_losses(
@@ -288,7 +314,9 @@ def soft_report(score: np.ndarray, diag: np.ndarray, reason_threshold: float = 0
     }
 
 
-def direction_report(model: nn.Module, dist: Distorted, reject_below: float) -> dict[str, float]:
+def direction_report(
+    model: nn.Module, dist: Distorted, reject_below: float
+) -> dict[str, dict[str, float]]:
     """On held-back distortion sets: share of steps where the score fell, per family."""
     score, diag = predict(model, dist.x)
     s = score[dist.sets]
@@ -381,6 +409,11 @@ def main() -> None:
         "--soft", type=Path, default=None, help="soft-background cache (extract_soft) to train on"
     )
     parser.add_argument("--soft-weight", type=float, default=TrainConfig.soft_weight)
+    parser.add_argument(
+        "--holdout", metavar="SUBSET", default=None,
+        help="leave one BIQ2021 subset (ss01, ss02, ss03) out of training and report on its "
+             "official-train photos: a check of generalisation, not a model to ship",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RUNS / "head.pt")
     args = parser.parse_args()
@@ -405,11 +438,17 @@ def main() -> None:
 
     fit, val = load_rated(args.backbone, cfg.signals, not args.no_mirrored)
     dist = load_distorted(args.distorted, cfg.signals)
+    held_out = None
+    if args.holdout:
+        (fit, held_fit), (val, held_val) = fit.without(args.holdout), val.without(args.holdout)
+        held_out = Rated(np.concatenate([held_fit.x, held_val.x]),
+                         np.concatenate([held_fit.mos, held_val.mos]))
+        dist = dist.without(args.holdout)
     # Hold back one distortion set in ten to check direction on photos the heads never saw.
     held = np.zeros(len(dist.sets), bool)
     held[np.random.default_rng(0).permutation(len(dist.sets))[: len(dist.sets) // 10]] = True
-    train_dist = Distorted(dist.x, dist.sets[~held], dist.targets)
-    check_dist = Distorted(dist.x, dist.sets[held], dist.targets)
+    train_dist = Distorted(dist.x, dist.sets[~held], dist.targets, dist.names)
+    check_dist = Distorted(dist.x, dist.sets[held], dist.targets, dist.names)
 
     all_x = np.concatenate([fit.x, dist.x[dist.sets[~held].reshape(-1)]])
     mean, std = torch.from_numpy(all_x.mean(0)), torch.from_numpy(all_x.std(0) + 1e-3)
@@ -419,6 +458,8 @@ def main() -> None:
     soft_fit = soft_val = None
     if args.soft is not None:
         soft_fit, soft_val = load_soft(args.soft, cfg.signals)
+        if args.holdout:
+            soft_fit, soft_val = soft_fit.without(args.holdout), soft_val.without(args.holdout)
     heads = [
         train_head(seed, fit, train_dist, mean, std, cfg, float(tertiles[0]),
                    soft_fit if cfg.soft_weight > 0 else None)
@@ -442,6 +483,13 @@ def main() -> None:
         ),
         "train_seconds": round(time.perf_counter() - started),
     }
+    if held_out is not None:
+        pred_held, _ = predict(model, held_out.x)
+        figures[f"holdout_{args.holdout}"] = {
+            "photos": len(held_out.mos),
+            "srocc": srocc(pred_held, held_out.mos),
+            "plcc": plcc(pred_held, held_out.mos),
+        }
     if soft_val is not None:
         s_soft, d_soft = predict(model, soft_val.x[soft_val.sets.reshape(-1)])
         figures["soft_background_val"] = soft_report(
