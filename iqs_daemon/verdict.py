@@ -50,8 +50,8 @@ POLICY_VERSION = 2
 #: 0..1 diagnostics; ``benchmarks/verdict_policy.py`` shows how they were chosen. A model
 #: may carry its own in its metadata (``iqs.thresholds`` -> ``policy``).
 DEFAULT_POLICY: dict[str, float] = {
-    "reject_below": 32.5,
-    "accept_from": 57.5,
+    "reject_below": 35.0,
+    "accept_from": 55.0,
     "defect_threshold": 0.6,
     "reason_threshold": 0.2,
 }
