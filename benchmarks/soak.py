@@ -245,6 +245,9 @@ class Soak:
         print(f"readable photos:          {len(self.readable)}; scored {len(readable_ok)}; "
               f"verdict in the XMP {verdicts}; written twice {len(written_twice)}; "
               f"logged as scored twice {len(logged_twice)}")
+        for path in sorted({*written_twice, *map(Path, logged_twice)})[:10]:
+            print(f"  doubled: {path} (written {rows[path].scored_count if path in rows else '?'}"
+                  f" times, logged as scored {scored_lines.get(str(path), 0)} times)")
         print(f"unreadable/unwritable:    {len(self.unreadable) + len(self.crashers)}; "
               "with a recorded reason "
               f"{len(self.unreadable) + len(self.crashers) - len(unexplained)}"

@@ -212,15 +212,22 @@ def decide(
     scored_at: str | None = None,
 ) -> Verdict:
     """The verdict for one photo. ``scored_at``: keep the time of an earlier scoring when
-    only the policy changed (re-deciding is not re-scoring)."""
-    label = label_for(scores.score, scores.diagnostics, exposure, p)
+    only the policy changed (re-deciding is not re-scoring).
+
+    The label, stars and reasons follow the score and diagnostics as they are shown and
+    stored (rounded), so that ``redecide`` of the stored verdict under the same policy
+    gives the same verdict: a score of 59.98 is stored as 60.0, and judged as 60.0.
+    """
+    score = round(scores.score, 1)
+    diagnostics = {k: round(v, 3) for k, v in scores.diagnostics.items()}
+    label = label_for(score, diagnostics, exposure, p)
     return Verdict(
         path=path,
-        score=round(scores.score, 1),
+        score=score,
         label=label,
-        stars=stars_for(scores.score, label, p),
-        reasons=reasons_for(scores.score, scores.diagnostics, exposure, label, p),
-        diagnostics={k: round(v, 3) for k, v in scores.diagnostics.items()},
+        stars=stars_for(score, label, p),
+        reasons=reasons_for(score, diagnostics, exposure, label, p),
+        diagnostics=diagnostics,
         model_name=info.name,
         model_version=info.version,
         scored_at=scored_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat(),

@@ -99,6 +99,36 @@ def test_imports_are_scored_once_when_complete(tmp_path, tiny_model, env_paths):
     assert set(read_verdicts(list(state)).values()) == {"test-1"}
 
 
+def test_a_photo_scored_just_below_a_cut_is_not_written_again_by_the_next(tmp_path, tiny_model,
+                                                                          env_paths):
+    """Each frame that arrives re-decides its folder's earlier frames from their stored
+    (rounded) scores, for bursts. A photo whose score is just below a cut (59.98 against
+    accept_from 60, shown and stored as 60.0) must get the label of its stored score when
+    it is scored, or the next photo's arrival re-labels it and writes it a second time
+    (benchmarks/soak.py, seed 1: "written twice 1; logged as scored twice 1")."""
+    import cv2
+    import numpy as np
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    pixels = np.full((64, 64, 3), 153, np.uint8)
+    pixels.reshape(-1, 3)[:200] = 152  # mean brightness 152.95: the tiny model's 59.98
+    edge, later = root / "edge.png", root / "later.jpg"
+    with running(settings_for(env_paths, tiny_model), env_paths, [root]) as daemon:
+        ok, data = cv2.imencode(".png", pixels)
+        assert ok
+        edge.write_bytes(data.tobytes())
+        wait_for(lambda: all_scored(daemon, [edge]) and idle(daemon))
+        later.write_bytes(jpeg(100))  # taken seconds later: within the burst gap
+        wait_for(lambda: all_scored(daemon, [edge, later]) and idle(daemon))
+        time.sleep(1.0)  # room for a (wrong) re-decision of the earlier photo
+        assert idle(daemon)
+        assert (daemon.counts["scored"], daemon.counts["redecided"]) == (2, 0)
+        state = rows(daemon)
+    assert (state[edge].score, state[edge].label) == (60.0, "Accepted")
+    assert [state[p].scored_count for p in (edge, later)] == [1, 1]
+
+
 @pytest.mark.slow
 def test_a_burst_of_1000_files_is_scored_once_each(tmp_path, tiny_model, env_paths):
     root = tmp_path / "burst"

@@ -149,3 +149,33 @@ def test_exposure_facts_measure_what_they_say():
     facts = measure(half)
     assert facts.highlights == pytest.approx(0.5, abs=0.01)
     assert facts.shadows == pytest.approx(0.5, abs=0.01)
+
+
+class _Model(_Info):
+    diagnostics = tuple(CLEAN)
+
+
+@pytest.mark.parametrize(
+    ("score", "diagnostics"),
+    [
+        (59.98, {}),  # shown and stored as 60.0, the accept cut
+        (29.96, {}),  # shown and stored as 30.0, the reject cut
+        (45.0, {"blur": 0.4996}),  # stored as 0.5, the defect threshold
+        (45.0, {"noise": 0.19996}),  # stored as 0.2, the reason threshold
+        (78.26, {}),  # stored as 78.3, a star cut
+    ],
+)
+def test_a_stored_verdict_re_decided_under_its_own_policy_is_the_same(score, diagnostics):
+    """The label, stars and reasons follow the score and diagnostics as they are stored
+    (rounded), so re-deciding a stored verdict under the same policy (the daemon does, for
+    every earlier frame of a folder when a new one arrives) changes nothing and writes
+    nothing again."""
+    from iqs_daemon.restore import verdict_from_json, verdict_json
+    from iqs_daemon.verdict import redecide
+
+    first = verdict(score, **diagnostics)
+    stored = verdict_from_json(first.path, verdict_json(first))
+    assert stored == first
+    again = redecide(first.path, stored, _Model, POLICY)
+    assert again is not None
+    assert (again.label, again.stars, again.reasons) == (first.label, first.stars, first.reasons)
