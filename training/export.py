@@ -279,7 +279,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--head", type=Path, default=Path(__file__).parent / "runs" / "head.pt")
     parser.add_argument("--out", type=Path, default=Path("models") / f"{NAME}.onnx")
-    parser.add_argument("--version", default="1.1")
+    parser.add_argument("--version", default="1.2")
     parser.add_argument("--int8", action="store_true", help="quantise the heads' weights to int8")
     parser.add_argument("--samples", type=Path, nargs="*", default=[],
                         help="photos for the torch-vs-ONNX parity check")
