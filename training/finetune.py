@@ -274,13 +274,13 @@ def run(
     fit, val = train_val_indices(len(mos))
     held_rows = np.array([], np.int64)
     if holdout:
-        in_subset = np.array([n.startswith(holdout) for n in names])
-        held_rows = np.flatnonzero(in_subset)
-        fit, val = fit[~in_subset[fit]], val[~in_subset[val]]
+        inside = frozen.in_subset(np.array(names), holdout)
+        held_rows = np.flatnonzero(inside)
+        fit, val = fit[~inside[fit]], val[~inside[val]]
     sets = np.arange(len(plan)).reshape(-1, SET_ROWS)
     set_names = [plan[s[0]]["name"] for s in sets]
     if holdout:
-        sets = sets[[not n.startswith(holdout) for n in set_names]]
+        sets = sets[~frozen.in_subset(np.array(set_names), holdout)]
     check = np.zeros(len(sets), bool)  # one set in ten held back for the direction report
     check[np.random.default_rng(0).permutation(len(sets))[: len(sets) // 10]] = True
     train_sets, check_sets = sets[~check], sets[check]

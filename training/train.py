@@ -67,6 +67,11 @@ class TrainConfig:
     soft_sets_per_step: int = 8
 
 
+def in_subset(names: np.ndarray, subset: str) -> np.ndarray:
+    """Which of ``names`` are photos of the BIQ2021 ``subset`` (their names start with it)."""
+    return np.char.startswith(np.asarray(names).astype(str), subset)
+
+
 @dataclass
 class Rated:
     x: np.ndarray  # float32 features, both views
@@ -77,7 +82,7 @@ class Rated:
     def without(self, subset: str) -> tuple[Rated, Rated]:
         """(this set without ``subset``'s photos, those photos alone)."""
         assert self.names is not None
-        inside = np.char.startswith(self.names.astype(str), subset)
+        inside = in_subset(self.names, subset)
 
         def rows(keep: np.ndarray) -> Rated:
             mirrored = None if self.mirrored is None else self.mirrored[keep]
@@ -95,7 +100,7 @@ class Distorted:
 
     def without(self, subset: str) -> Distorted:
         assert self.names is not None
-        inside = np.char.startswith(self.names[self.sets[:, 0]].astype(str), subset)
+        inside = in_subset(self.names[self.sets[:, 0]], subset)
         return Distorted(self.x, self.sets[~inside], self.targets, self.names)
 
 
@@ -118,7 +123,7 @@ class SoftSets:
 
     def without(self, subset: str) -> SoftSets:
         assert self.names is not None
-        inside = np.char.startswith(self.names[self.sets[:, 0]].astype(str), subset)
+        inside = in_subset(self.names[self.sets[:, 0]], subset)
         return SoftSets(self.x, self.sets[~inside], self.names)
 
 
